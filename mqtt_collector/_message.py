@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -36,4 +37,4 @@ class Message:
     captures: tuple[str, ...] = ()
     subscription: str = ""
     received_at: float = 0.0
-    properties: MappingProxyType[str, Any] = field(default=_NO_PROPERTIES)
+    properties: Mapping[str, Any] = field(default_factory=lambda: _NO_PROPERTIES)

@@ -1,0 +1,71 @@
+"""A collector: a keyed processor with its topics, lifecycle and context."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from types import SimpleNamespace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mqtt_collector._typing import LifecycleManager, Processor
+
+__all__ = ["Collector", "Context"]
+
+
+class Context(SimpleNamespace):
+    """A namespace for whatever a collector needs at hand: set any attribute on it.
+
+    The daemon sets ``ctx.key`` (the collector key) and ``ctx.options`` (the YAML
+    ``options:`` mapping) before the lifecycle runs.
+    """
+
+
+class Collector:
+    """Routes payloads by ``key`` and ``topics`` to ``processor``, called with the ``ctx``.
+
+    Args:
+        key: unique, non-empty name of the collector.
+        processor: ``async def processor(payload, ctx) -> Result``.
+        lifecycle: optional factory ``lifecycle(ctx)`` returning an async context manager,
+            entered when the queue starts and exited when it stops.
+        topics: the topics the collector listens to (``Delivery.TOPIC``).
+        ctx: the Context passed to the processor; a new empty one by default.
+    """
+
+    __slots__ = ("ctx", "key", "lifecycle", "processor", "topics")
+
+    def __init__(
+        self,
+        key: str,
+        processor: Processor,
+        *,
+        lifecycle: LifecycleManager | None = None,
+        topics: Iterable[str] | None = None,
+        ctx: Context | None = None,
+    ) -> None:
+        """Build the collector; raise ValueError/TypeError naming any bad argument."""
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"collector key must be a non-empty string, got {key!r}")
+        if not callable(processor):
+            raise TypeError(f"collector {key!r}: processor must be callable, got {processor!r}")
+        if lifecycle is not None and not callable(lifecycle):
+            raise TypeError(f"collector {key!r}: lifecycle must be callable, got {lifecycle!r}")
+        if isinstance(topics, str):
+            raise TypeError(f"collector {key!r}: topics must be a list of strings, not {topics!r}")
+        topic_list = list(topics or ())
+        for topic in topic_list:
+            if not isinstance(topic, str) or not topic:
+                raise ValueError(
+                    f"collector {key!r}: topics must be non-empty strings, got {topic!r}"
+                )
+        if ctx is not None and not isinstance(ctx, Context):
+            raise TypeError(f"collector {key!r}: ctx must be a Context, got {ctx!r}")
+        self.key = key
+        self.processor = processor
+        self.lifecycle = lifecycle
+        self.topics = topic_list
+        self.ctx = Context() if ctx is None else ctx
+
+    def __repr__(self) -> str:
+        """Show the key and topics."""
+        return f"Collector({self.key!r}, topics={self.topics!r})"

@@ -1,0 +1,78 @@
+"""The envelope every value travels in, and how it is to be delivered."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from typing import Generic, TypeVar
+
+__all__ = ["Delivery", "Payload"]
+
+T = TypeVar("T")
+
+
+class Delivery(enum.Enum):
+    """How the router picks the collectors for a payload."""
+
+    BROADCAST = "broadcast"
+    """Every collector of the queue."""
+    KEY = "key"
+    """The collectors whose key is in ``payload.keys``."""
+    TOPIC = "topic"
+    """The collectors listening to a topic in ``payload.topics``."""
+
+
+def _strings(name: str, values: Iterable[str] | None) -> list[str]:
+    if values is None:
+        return []
+    if isinstance(values, str):
+        raise TypeError(f"Payload {name} must be a list of strings, not the string {values!r}")
+    out = list(values)
+    for value in out:
+        if not isinstance(value, str):
+            raise TypeError(f"Payload {name} must be strings, got {value!r}")
+    return out
+
+
+class Payload(Generic[T]):
+    """A value sent through the collector queue, with where it should go.
+
+    Attributes:
+        value: the value collectors receive; any type.
+        delivery: BROADCAST (default), KEY or TOPIC.
+        keys: collector keys, for ``Delivery.KEY``.
+        topics: topics, for ``Delivery.TOPIC``.
+        priority: lower runs first on a priority queue; None takes the queue's ``default_priority``.
+    """
+
+    __slots__ = ("delivery", "keys", "priority", "topics", "value")
+
+    def __init__(
+        self,
+        value: T,
+        *,
+        delivery: Delivery = Delivery.BROADCAST,
+        keys: Iterable[str] | None = None,
+        topics: Iterable[str] | None = None,
+        priority: int | None = None,
+    ) -> None:
+        """Wrap ``value``; raise ValueError/TypeError naming a bad argument."""
+        if delivery.__class__ is not Delivery:
+            raise ValueError(
+                f"unknown delivery {delivery!r}: "
+                "use Delivery.BROADCAST, Delivery.KEY or Delivery.TOPIC"
+            )
+        if priority is not None and (priority.__class__ is not int):
+            raise TypeError(f"Payload priority must be an int or None, got {priority!r}")
+        self.value = value
+        self.delivery = delivery
+        self.keys = _strings("keys", keys)
+        self.topics = _strings("topics", topics)
+        self.priority = priority
+
+    def __repr__(self) -> str:
+        """Show the value and the delivery metadata."""
+        return (
+            f"Payload({self.value!r}, delivery={self.delivery}, keys={self.keys!r}, "
+            f"topics={self.topics!r}, priority={self.priority!r})"
+        )
