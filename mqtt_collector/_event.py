@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from mqtt_collector._result import ResultList
+
 if TYPE_CHECKING:
     from mqtt_collector._payload import Payload
-    from mqtt_collector._result import ResultList
+    from mqtt_collector._result import Result
 
 __all__ = ["CollectorEvent"]
 
@@ -25,13 +28,15 @@ class CollectorEvent:
     never hangs past the queue's life.
     """
 
-    __slots__ = ("_callbacks", "_result", "_waiter", "payload")
+    __slots__ = ("_callbacks", "_result", "_waiters", "payload")
 
     def __init__(self, payload: Payload[Any]) -> None:
         """Track the outcome of ``payload``."""
         self.payload = payload
-        self._result: ResultList | None = None
-        self._waiter: asyncio.Future[None] | None = None
+        # A lone Result until someone asks: most events are never looked at, so the
+        # ResultList is only built on demand.
+        self._result: ResultList | Result | None = None
+        self._waiters: list[asyncio.Future[None]] | None = None
         self._callbacks: list[Callable[[CollectorEvent], object]] | None = None
 
     def done(self) -> bool:
@@ -43,22 +48,31 @@ class CollectorEvent:
 
         A ResultList is awaitable, so ``await event.get_result()`` works once done.
         """
-        return self._result
+        result = self._result
+        if result is None or isinstance(result, ResultList):
+            return result
+        results = self._result = ResultList([result])
+        return results
 
     async def wait(self, timeout: float | None = None) -> ResultList:
         """Wait for the results and return them; raise TimeoutError after ``timeout`` seconds."""
-        result = self._result
-        if result is not None:
-            return result
-        waiter = self._waiter
-        if waiter is None or waiter.done():
-            waiter = self._waiter = asyncio.get_running_loop().create_future()
-        if timeout is None:
-            await asyncio.shield(waiter)
-        else:
-            await asyncio.wait_for(asyncio.shield(waiter), timeout)
-        result = self._result
-        assert result is not None  # the waiter is only resolved by _resolve
+        if self._result is None:
+            waiter = asyncio.get_running_loop().create_future()
+            if self._waiters is None:
+                self._waiters = [waiter]
+            else:
+                self._waiters.append(waiter)
+            try:
+                if timeout is None:
+                    await waiter
+                else:
+                    await asyncio.wait_for(waiter, timeout)
+            finally:
+                if not waiter.done() or waiter.cancelled():
+                    with contextlib.suppress(ValueError):
+                        self._waiters.remove(waiter)
+        result = self.get_result()
+        assert result is not None  # waiters are only resolved with the result
         return result
 
     def add_done_callback(self, callback: Callable[[CollectorEvent], object]) -> None:
@@ -71,21 +85,25 @@ class CollectorEvent:
         else:
             self._callbacks.append(callback)
 
-    def _resolve(self, result: ResultList) -> None:
+    def _resolve(self, result: ResultList | Result) -> None:
         if self._result is not None:
             return
         self._result = result
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-        callbacks = self._callbacks
-        if callbacks is not None:
-            self._callbacks = None
-            for callback in callbacks:
-                try:
-                    callback(self)
-                except Exception:
-                    logger.exception("collector event callback %r raised", callback)
+        if self._waiters is not None or self._callbacks is not None:
+            self._notify()
+
+    def _notify(self) -> None:
+        """Wake every waiter and run every callback (the result is already set)."""
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+        callbacks, self._callbacks = self._callbacks, None
+        for callback in callbacks or ():
+            try:
+                callback(self)
+            except Exception:
+                logger.exception("collector event callback %r raised", callback)
 
     def __repr__(self) -> str:
         """Show the payload and the state."""

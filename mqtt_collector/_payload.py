@@ -22,14 +22,21 @@ class Delivery(enum.Enum):
     """The collectors listening to a topic in ``payload.topics``."""
 
 
-def _strings(name: str, values: Iterable[str] | None) -> list[str]:
+def _strings(name: str, values: Iterable[str] | None) -> tuple[str, ...]:
+    """Return ``values`` as a tuple of str, or raise TypeError naming the payload field."""
     if values is None:
-        return []
-    if isinstance(values, str):
+        return ()
+    cls = values.__class__
+    if cls is tuple:
+        out: tuple[str, ...] = values  # type: ignore[assignment]
+    elif cls is list:
+        out = tuple(values)
+    elif isinstance(values, str):
         raise TypeError(f"Payload {name} must be a list of strings, not the string {values!r}")
-    out = list(values)
+    else:
+        out = tuple(values)
     for value in out:
-        if not isinstance(value, str):
+        if value.__class__ is not str and not isinstance(value, str):
             raise TypeError(f"Payload {name} must be strings, got {value!r}")
     return out
 
@@ -40,8 +47,8 @@ class Payload(Generic[T]):
     Attributes:
         value: the value collectors receive; any type.
         delivery: BROADCAST (default), KEY or TOPIC.
-        keys: collector keys, for ``Delivery.KEY``.
-        topics: topics, for ``Delivery.TOPIC``.
+        keys: collector keys, for ``Delivery.KEY`` (any iterable of str; kept as a tuple).
+        topics: topics, for ``Delivery.TOPIC`` (any iterable of str; kept as a tuple).
         priority: lower runs first on a priority queue; None takes the queue's ``default_priority``.
     """
 
@@ -66,8 +73,10 @@ class Payload(Generic[T]):
             raise TypeError(f"Payload priority must be an int or None, got {priority!r}")
         self.value = value
         self.delivery = delivery
-        self.keys = _strings("keys", keys)
-        self.topics = _strings("topics", topics)
+        # Tuples: a payload may reach several collectors at once, so its routing data is
+        # immutable; an empty tuple is also one shared object the garbage collector skips.
+        self.keys = () if keys is None else _strings("keys", keys)
+        self.topics = () if topics is None else _strings("topics", topics)
         self.priority = priority
 
     def __repr__(self) -> str:

@@ -5,51 +5,40 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections import deque
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Self
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
+from typing import Any, Self
 
 from mqtt_collector._buffer import QueueType, make_buffer
 from mqtt_collector._collector import Collector
 from mqtt_collector._event import CollectorEvent
 from mqtt_collector._exceptions import LifecycleError, QueueError, QueueShutDownError
 from mqtt_collector._payload import Delivery, Payload
-from mqtt_collector._result import Error, ResultList
+from mqtt_collector._pool import Pool
 from mqtt_collector._router import Router, SimpleRouter
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
-    from contextlib import AbstractAsyncContextManager
-    from types import TracebackType
 
 __all__ = ["CollectorQueue", "EventPublisher"]
 
 logger = logging.getLogger("mqtt_collector.queue")
 
-_DELIVERIES = frozenset(Delivery)
-# How many payloads a consumer handles back to back before letting other tasks run, so a
-# stream of processors that never suspend cannot starve the task feeding the queue.
-_YIELD_EVERY = 64
-
 
 class _State(enum.Enum):
-    NEW = "new"
+    NEW = "not started"
     RUNNING = "running"
-    DRAINING = "draining"
-    CLOSED = "closed"
-
-
-_WOKEN, _EXPIRED, _STOP = object(), object(), object()
+    DRAINING = "shutting down"
+    CLOSED = "shut down"
 
 
 class EventPublisher:
     """Sends payloads into a running CollectorQueue (get one with ``queue.get_publisher()``)."""
 
-    __slots__ = ("_queue",)
+    __slots__ = ("_pool", "_queue")
 
-    def __init__(self, queue: CollectorQueue) -> None:
-        """Publish into ``queue``."""
+    def __init__(self, queue: CollectorQueue, pool: Pool) -> None:
+        """Publish into ``queue``, whose consumers are ``pool``."""
         self._queue = queue
+        self._pool = pool
 
     async def send(self, payload: Payload[Any]) -> CollectorEvent:
         """Queue ``payload`` and return its CollectorEvent; wait while the queue is full.
@@ -59,19 +48,21 @@ class EventPublisher:
             ValueError: its delivery is not a Delivery.
             QueueShutDownError: the queue is not running (not started, or shut down).
         """
-        q = self._queue
-        if not isinstance(payload, Payload):
+        if payload.__class__ is not Payload and not isinstance(payload, Payload):
             raise TypeError(f"send() takes a Payload, got {type(payload).__name__}: {payload!r}")
-        if payload.delivery not in _DELIVERIES:
+        if payload.delivery.__class__ is not Delivery:
             raise ValueError(f"unknown delivery {payload.delivery!r} in {payload!r}")
-        if q._state is not _State.RUNNING:  # noqa: SLF001
-            raise q._not_running()  # noqa: SLF001
-        buffer = q._buffer  # noqa: SLF001
-        if q._maxsize and len(buffer) >= q._maxsize:  # noqa: SLF001
-            await q._wait_for_room()  # noqa: SLF001
+        pool = self._pool
+        if not pool.accepting:
+            raise QueueShutDownError(f"cannot send: the collector queue is {self._queue.state}")
+        buffer = pool.buffer
+        if pool.maxsize and len(buffer) >= pool.maxsize:
+            await pool.wait_for_room()
         event = CollectorEvent(payload)
         buffer.push(event)
-        q._hand_out()  # noqa: SLF001
+        # hand_out() inlined for the common case: an idle consumer to wake, or none needed.
+        if pool.getters or (len(buffer) > pool.waking and len(pool.consumers) < pool.max):
+            pool.hand_out()
         return event
 
 
@@ -88,7 +79,8 @@ class CollectorQueue:
         max_consumers: the most consumers that run at once (>= 1); the pool grows when
             payloads wait and every consumer is busy, and shrinks back after ``idle_timeout``.
         queue_type: FIFO (default), LIFO or PRIORITY.
-        router: a Router subclass, built as ``router(collectors)``; SimpleRouter by default.
+        router: a Router subclass, built as ``router(collectors)`` (or a Router instance);
+            SimpleRouter by default.
         default_priority: the priority of a payload whose ``priority`` is None.
         maxsize: the most payloads queued at once; ``send`` waits while it is reached
             (0, the default, means unbounded).
@@ -123,36 +115,32 @@ class CollectorQueue:
             )
         if not idle_timeout > 0:
             raise ValueError(f"idle_timeout must be > 0, got {idle_timeout!r}")
-        self._min = min_consumers
-        self._max = max_consumers
-        self._maxsize = maxsize
-        self._idle_timeout = idle_timeout
+        built = router if isinstance(router, Router) else router(self._collectors)
+        if not isinstance(built, Router):
+            raise TypeError(f"router must be a Router subclass, got {router!r}")
         self.queue_type = queue_type
         self.default_priority = default_priority
-        self._buffer = make_buffer(queue_type, default_priority=default_priority)
-        self._router = router if isinstance(router, Router) else router(self._collectors)
-        if not isinstance(self._router, Router):
-            raise TypeError(f"router must be a Router subclass, got {router!r}")
         self._state = _State.NEW
-        self._getters: deque[asyncio.Future[object]] = deque()
-        self._putters: deque[asyncio.Future[None]] = deque()
-        self._consumers: set[asyncio.Task[None]] = set()
-        self._waking = 0  # consumers woken or spawned that have not yet looked at the buffer
-        self._busy = 0
-        self._drained: asyncio.Future[None] | None = None
         self._entered: list[tuple[Collector, AbstractAsyncContextManager[Any]]] = []
-        self._publisher = EventPublisher(self)
-
-    # -- running --------------------------------------------------------------------------
+        self._pool = Pool(
+            buffer=make_buffer(queue_type, default_priority=default_priority),
+            router=built,
+            min_consumers=min_consumers,
+            max_consumers=max_consumers,
+            maxsize=maxsize,
+            idle_timeout=idle_timeout,
+        )
+        self._publisher = EventPublisher(self, self._pool)
 
     async def init_queue(self) -> None:
         """Enter every lifecycle in order and start ``min_consumers`` consumers.
 
         Raises:
             LifecycleError: a lifecycle raised; those already entered have been exited.
+            QueueError: the queue was started before.
         """
         if self._state is not _State.NEW:
-            raise QueueError(f"init_queue() on a queue that is {self._state.value}")
+            raise QueueError(f"init_queue() on a collector queue that is {self._state.value}")
         for collector in self._collectors:
             if collector.lifecycle is None:
                 continue
@@ -161,47 +149,43 @@ class CollectorQueue:
                 await manager.__aenter__()
             except Exception as exc:
                 await self._tear_down()
+                self._state = _State.CLOSED
                 raise LifecycleError(collector.key, exc) from exc
             self._entered.append((collector, manager))
         self._state = _State.RUNNING
-        for _ in range(self._min):
-            self._spawn()
+        self._pool.accepting = True
+        self._pool.start()
 
     async def shut_down_queue(self, timeout: float | None = None) -> None:
         """Stop taking payloads, process every queued one, then exit the lifecycles.
 
         With ``timeout`` (seconds), payloads still unprocessed when it expires are
-        abandoned: their events resolve to ``Error(QueueShutDownError)``.
+        abandoned: running processors are cancelled and every unfinished event resolves
+        to an Error result. Calling it again, or on a queue never started, does nothing.
         """
-        if self._state is _State.NEW:
-            self._state = _State.CLOSED
-            return
         if self._state is not _State.RUNNING:
+            if self._state is _State.NEW:
+                self._state = _State.CLOSED
             return
         self._state = _State.DRAINING
+        pool = self._pool
+        pool.accepting = False
+        timed_out = False
         try:
-            await asyncio.wait_for(self._wait_drained(), timeout)
+            await asyncio.wait_for(pool.drain(), timeout)
         except TimeoutError:
+            timed_out = True
             logger.warning(
-                "collector queue: drain timed out after %ss with %d payloads queued and %d running",
+                "collector queue: drain timed out after %ss; abandoning %d queued and %d running",
                 timeout,
-                len(self._buffer),
-                self._busy,
+                len(pool.buffer) + len(pool.fanout),
+                pool.busy,
             )
-            for task in self._consumers:
-                task.cancel()
         self._state = _State.CLOSED
-        while self._getters:
-            self._getters.popleft().set_result(_STOP)
-        if self._consumers:
-            await asyncio.wait(self._consumers)
-        abandoned = QueueShutDownError("the collector queue shut down before this payload ran")
-        while self._buffer:
-            self._buffer.pop()._resolve(ResultList([Error(abandoned)]))  # noqa: SLF001
-        while self._putters:
-            waiter = self._putters.popleft()
-            if not waiter.done():
-                waiter.set_exception(self._not_running())
+        await pool.stop(
+            cancel=timed_out,
+            abandoned=QueueShutDownError("the collector queue shut down before this payload ran"),
+        )
         await self._tear_down()
 
     async def __aenter__(self) -> Self:
@@ -223,23 +207,23 @@ class CollectorQueue:
         return self._publisher
 
     def qsize(self) -> int:
-        """Return how many payloads wait for a consumer."""
-        return len(self._buffer)
+        """Return how many payloads (and fanned-out deliveries) wait for a consumer."""
+        return len(self._pool.buffer) + len(self._pool.fanout)
 
     @property
     def consumers(self) -> int:
         """How many consumer tasks are running."""
-        return len(self._consumers)
+        return len(self._pool.consumers)
 
     @property
     def busy(self) -> int:
-        """How many consumers are processing a payload right now."""
-        return self._busy
+        """How many deliveries are running right now."""
+        return self._pool.busy
 
     @property
     def maxsize(self) -> int:
         """The bound on queued payloads (0: unbounded)."""
-        return self._maxsize
+        return self._pool.maxsize
 
     @property
     def collectors(self) -> tuple[Collector, ...]:
@@ -251,116 +235,10 @@ class CollectorQueue:
         """True between ``init_queue()`` and the start of ``shut_down_queue()``."""
         return self._state is _State.RUNNING
 
-    # -- internals --------------------------------------------------------------------------
-
-    def _not_running(self) -> QueueShutDownError:
-        if self._state is _State.NEW:
-            return QueueShutDownError("the collector queue is not running: call init_queue() first")
-        return QueueShutDownError("the collector queue is shut down: no more payloads accepted")
-
-    def _hand_out(self) -> None:
-        """Wake an idle consumer for a newly queued payload, or start one if all are busy."""
-        getters = self._getters
-        while getters:
-            getter = getters.popleft()
-            if not getter.done():
-                self._waking += 1
-                getter.set_result(_WOKEN)
-                return
-        if len(self._buffer) > self._waking and len(self._consumers) < self._max:
-            self._spawn()
-
-    def _spawn(self) -> None:
-        self._waking += 1
-        task = asyncio.get_running_loop().create_task(self._consume())
-        self._consumers.add(task)
-
-    async def _wait_for_room(self) -> None:
-        loop = asyncio.get_running_loop()
-        while len(self._buffer) >= self._maxsize:
-            waiter: asyncio.Future[None] = loop.create_future()
-            self._putters.append(waiter)
-            try:
-                await waiter
-            except BaseException:
-                if not waiter.done():
-                    waiter.cancel()
-                elif not waiter.cancelled() and waiter.exception() is None:
-                    self._wake_putter()  # pass the room we were given on
-                raise
-
-    def _wake_putter(self) -> None:
-        putters = self._putters
-        while putters:
-            putter = putters.popleft()
-            if not putter.done():
-                putter.set_result(None)
-                return
-
-    async def _wait_drained(self) -> None:
-        while self._buffer or self._busy or self._putters:
-            self._drained = asyncio.get_running_loop().create_future()
-            await self._drained
-
-    def _check_drained(self) -> None:
-        drained = self._drained
-        if drained is not None and not drained.done():
-            drained.set_result(None)
-
-    async def _consume(self) -> None:  # noqa: C901, PLR0912, PLR0915 - the hot loop, kept whole for speed
-        loop = asyncio.get_running_loop()
-        buffer, getters, router = self._buffer, self._getters, self._router
-        handled = 0
-        self._waking -= 1
-        try:
-            while True:
-                if not buffer:
-                    if self._state is _State.CLOSED:
-                        return
-                    if self._drained is not None:
-                        self._check_drained()
-                    getter: asyncio.Future[object] = loop.create_future()
-                    getters.append(getter)
-                    expiry = None
-                    if len(self._consumers) > self._min:
-                        expiry = loop.call_later(self._idle_timeout, _expire, getter)
-                    try:
-                        why = await getter
-                    finally:
-                        if expiry is not None:
-                            expiry.cancel()
-                    if why is _WOKEN:
-                        self._waking -= 1
-                    elif why is _STOP or len(self._consumers) > self._min:
-                        return
-                    continue
-                event = buffer.pop()
-                if self._putters:
-                    self._wake_putter()
-                self._busy += 1
-                try:
-                    result = await router.handle_event(event.payload)
-                except asyncio.CancelledError as exc:
-                    self._busy -= 1
-                    event._resolve(ResultList([Error(exc)]))  # noqa: SLF001
-                    raise
-                except Exception as exc:  # noqa: BLE001 - a faulty router must not kill the consumer
-                    result = ResultList([Error(exc)])
-                self._busy -= 1
-                if result.__class__ is not ResultList:
-                    result = ResultList(
-                        [Error(TypeError(f"router returned {result!r}, not a ResultList"))]
-                    )
-                event._resolve(result)  # noqa: SLF001
-                handled += 1
-                if handled % _YIELD_EVERY == 0:
-                    await asyncio.sleep(0)
-        finally:
-            task = asyncio.current_task()
-            if task is not None:
-                self._consumers.discard(task)
-            if self._drained is not None:
-                self._check_drained()
+    @property
+    def state(self) -> str:
+        """``not started``, ``running``, ``shutting down`` or ``shut down``."""
+        return self._state.value
 
     async def _tear_down(self) -> None:
         """Exit entered lifecycles in reverse order; a failing one is logged, the rest still run."""
@@ -370,11 +248,6 @@ class CollectorQueue:
                 await manager.__aexit__(None, None, None)
             except Exception:
                 logger.exception("collector %r: lifecycle teardown failed", collector.key)
-
-
-def _expire(getter: asyncio.Future[object]) -> None:
-    if not getter.done():
-        getter.set_result(_EXPIRED)
 
 
 def _check_int(name: str, value: object, *, minimum: int | None = None) -> None:

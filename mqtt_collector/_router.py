@@ -122,21 +122,24 @@ class SimpleRouter(Router):
 
     async def handle_event(self, payload: Payload[Any]) -> ResultList:
         """Deliver ``payload`` according to its delivery mode."""
+        return await self.deliver(payload, self.select(payload))
+
+    def select(self, payload: Payload[Any]) -> Sequence[Collector]:
+        """Return the collectors ``payload`` goes to, each once, in collector order per topic/key."""
         delivery = payload.delivery
         if delivery is Delivery.TOPIC:
             topics = payload.topics
             if len(topics) == 1:
-                return await self.deliver(payload, self.by_topic.get(topics[0], ()))
+                return self.by_topic.get(topics[0], ())
             by_topic = self.by_topic
             chosen: dict[str, Collector] = {}
             for topic in topics:
                 for collector in by_topic.get(topic, ()):
                     chosen.setdefault(collector.key, collector)
-            return await self.deliver(payload, tuple(chosen.values()))
+            return tuple(chosen.values())
         if delivery is Delivery.BROADCAST:
-            return await self.deliver(payload, self._all)
+            return self._all
         if delivery is Delivery.KEY:
             found = self.collectors
-            keys = [found[k] for k in dict.fromkeys(payload.keys) if k in found]
-            return await self.deliver(payload, keys)
+            return [found[k] for k in dict.fromkeys(payload.keys) if k in found]
         raise ValueError(f"unknown delivery {delivery!r}")

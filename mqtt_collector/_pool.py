@@ -1,0 +1,314 @@
+"""The consumer pool behind a CollectorQueue: waiting payloads, and the tasks that run them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from mqtt_collector._payload import Delivery
+from mqtt_collector._result import Error, Ok, Result, ResultList
+from mqtt_collector._router import SimpleRouter
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from mqtt_collector._buffer import Buffer
+    from mqtt_collector._collector import Collector
+    from mqtt_collector._event import CollectorEvent
+    from mqtt_collector._payload import Payload
+    from mqtt_collector._router import Router
+
+__all__ = ["Pool"]
+
+logger = logging.getLogger("mqtt_collector.queue")
+
+# How many deliveries a consumer runs back to back before letting other tasks run, so a
+# stream of processors that never suspend cannot starve the task feeding the queue.
+_YIELD_EVERY = 64
+_WOKEN, _EXPIRED, _STOP = object(), object(), object()
+_TOPIC, _BROADCAST = Delivery.TOPIC, Delivery.BROADCAST
+
+
+class _Fanout:
+    """One payload on its way to several collectors; resolves its event when all are done."""
+
+    __slots__ = ("event", "remaining", "results")
+
+    def __init__(self, event: CollectorEvent, count: int) -> None:
+        self.event = event
+        self.remaining = count
+        self.results: list[Result] = [_PENDING] * count
+
+    def record(self, index: int, result: Result) -> None:
+        self.results[index] = result
+        self.remaining -= 1
+        if not self.remaining:
+            self.event._resolve(ResultList(self.results))  # noqa: SLF001
+
+
+_PENDING: Result = Ok(None)
+
+
+class Pool:
+    """Waiting payloads, idle and busy consumers, and the sizing rules of the pool.
+
+    Payloads for one collector run inline in a consumer. A payload for several collectors
+    is fanned out: one delivery runs in the consumer that took it, the others wait in
+    ``fanout`` (served before new payloads) for any consumer, so deliveries run
+    concurrently across the pool without a task per delivery.
+    """
+
+    def __init__(
+        self,
+        *,
+        buffer: Buffer,
+        router: Router,
+        min_consumers: int,
+        max_consumers: int,
+        maxsize: int,
+        idle_timeout: float,
+    ) -> None:
+        """Hold the buffer and sizing rules; no task runs until ``start()``."""
+        self.buffer = buffer
+        self.router = router
+        self.min = min_consumers
+        self.max = max_consumers
+        self.maxsize = maxsize
+        self.idle_timeout = idle_timeout
+        # SimpleRouter's choice is a plain function call; the consumer then runs the
+        # deliveries itself. A router that overrides handle_event is awaited instead.
+        self.select = (
+            router.select
+            if isinstance(router, SimpleRouter)
+            and type(router).handle_event is SimpleRouter.handle_event
+            else None
+        )
+        self.fanout: deque[tuple[_Fanout, int, Collector]] = deque()
+        self.getters: deque[asyncio.Future[object]] = deque()
+        self.putters: deque[asyncio.Future[None]] = deque()
+        self.consumers: set[asyncio.Task[None]] = set()
+        self.waking = 0  # consumers woken or started that have not yet looked for work
+        self.busy = 0
+        self.accepting = False  # set by the queue while it takes new payloads
+        self.closed = False
+        self.drained: asyncio.Future[None] | None = None
+
+    def start(self) -> None:
+        """Start ``min_consumers`` consumers."""
+        for _ in range(self.min):
+            self.spawn()
+
+    def hand_out(self) -> None:
+        """Wake an idle consumer for new work, or start one if all are busy."""
+        getters = self.getters
+        while getters:
+            getter = getters.popleft()
+            if not getter.done():
+                self.waking += 1
+                getter.set_result(_WOKEN)
+                return
+        if len(self.buffer) + len(self.fanout) > self.waking and len(self.consumers) < self.max:
+            self.spawn()
+
+    def spawn(self) -> None:
+        """Start one more consumer."""
+        self.waking += 1
+        self.consumers.add(asyncio.get_running_loop().create_task(self.consume()))
+
+    async def wait_for_room(self) -> None:
+        """Wait until the buffer holds fewer than ``maxsize`` payloads."""
+        loop = asyncio.get_running_loop()
+        while len(self.buffer) >= self.maxsize:
+            waiter: asyncio.Future[None] = loop.create_future()
+            self.putters.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                if not waiter.done():
+                    waiter.cancel()
+                elif not waiter.cancelled() and waiter.exception() is None:
+                    self.wake_putter()  # pass on the room this sender was given
+                raise
+
+    def wake_putter(self) -> None:
+        """Let one waiting sender go on."""
+        putters = self.putters
+        while putters:
+            putter = putters.popleft()
+            if not putter.done():
+                putter.set_result(None)
+                return
+
+    async def drain(self) -> None:
+        """Return once nothing is queued, running or waiting for room."""
+        while self.buffer or self.fanout or self.busy or self.putters:
+            self.drained = asyncio.get_running_loop().create_future()
+            await self.drained
+
+    async def stop(self, *, cancel: bool, abandoned: BaseException) -> None:
+        """Stop every consumer (cancelling busy ones if ``cancel``); fail what is left."""
+        self.closed = True
+        if cancel:
+            for task in self.consumers:
+                task.cancel()
+        while self.getters:
+            getter = self.getters.popleft()
+            if not getter.done():
+                getter.set_result(_STOP)
+        if self.consumers:
+            await asyncio.wait(self.consumers)
+        while self.fanout:
+            fan, index, _ = self.fanout.popleft()
+            fan.record(index, Error(abandoned))
+        while self.buffer:
+            self.buffer.pop()._resolve(Error(abandoned))  # noqa: SLF001
+        while self.putters:
+            putter = self.putters.popleft()
+            if not putter.done():
+                putter.set_exception(abandoned)
+
+    def _signal_drained(self) -> None:
+        drained = self.drained
+        if drained is not None and not drained.done():
+            drained.set_result(None)
+
+    async def _idle(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Wait for work as an idle consumer; return False when this consumer should exit."""
+        if self.closed:
+            return False
+        self._signal_drained()
+        getter: asyncio.Future[object] = loop.create_future()
+        self.getters.append(getter)
+        expiry = None
+        if len(self.consumers) > self.min:
+            expiry = loop.call_later(self.idle_timeout, _expire, getter)
+        try:
+            why = await getter
+        finally:
+            if expiry is not None:
+                expiry.cancel()
+        if why is _WOKEN:
+            self.waking -= 1
+            return True
+        return why is _EXPIRED and len(self.consumers) <= self.min
+
+    async def consume(self) -> None:  # noqa: C901, PLR0912, PLR0915 - the hot loop, kept whole
+        """Take payloads and run their deliveries until stopped (or idle above the minimum)."""
+        loop = asyncio.get_running_loop()
+        me = asyncio.current_task()
+        assert me is not None  # consume() only ever runs as a task
+        buffer, fanout, select, putters = self.buffer, self.fanout, self.select, self.putters
+        router = self.router
+        by_topic = router.by_topic
+        every = tuple(router.collectors.values())
+        handled = 0
+        self.waking -= 1
+        event: CollectorEvent | None = None
+        fan: _Fanout | None = None
+        try:
+            while True:
+                if fanout:
+                    fan, index, collector = fanout.popleft()
+                    payload: Payload[Any] = fan.event.payload
+                    event = None
+                elif buffer:
+                    event = buffer.pop()
+                    if putters:
+                        self.wake_putter()
+                    payload = event.payload
+                    if select is None:
+                        fan = None
+                        self.busy += 1
+                        try:
+                            results = await self.router.handle_event(payload)
+                        except Exception as exc:  # noqa: BLE001 - a faulty router must not kill us
+                            results = ResultList([Error(exc)])
+                        finally:
+                            self.busy -= 1
+                        if results.__class__ is not ResultList:
+                            results = ResultList([Error(TypeError(f"router returned {results!r}"))])
+                        event._resolve(results)  # noqa: SLF001
+                        event = None
+                        continue
+                    # SimpleRouter.select() inlined for its two commonest cases.
+                    delivery = payload.delivery
+                    if delivery is _TOPIC and len(payload.topics) == 1:
+                        targets: Sequence[Collector] = by_topic.get(payload.topics[0], ())
+                    elif delivery is _BROADCAST:
+                        targets = every
+                    else:
+                        try:
+                            targets = select(payload)
+                        except Exception as exc:  # noqa: BLE001
+                            event._resolve(Error(exc))  # noqa: SLF001
+                            continue
+                    count = len(targets)
+                    if count == 1:
+                        fan = None
+                        collector = targets[0]
+                    elif count == 0:
+                        event._resolve(ResultList())  # noqa: SLF001
+                        continue
+                    else:
+                        fan = _Fanout(event, count)
+                        event = None
+                        index = 0
+                        collector = targets[0]
+                        for more in range(1, count):
+                            fanout.append((fan, more, targets[more]))
+                            self.hand_out()
+                else:
+                    if not await self._idle(loop):
+                        return
+                    continue
+
+                # Run one delivery inline: this is run_collector, unrolled for speed.
+                self.busy += 1
+                try:
+                    result = await collector.processor(payload, collector.ctx)
+                except asyncio.CancelledError as exc:
+                    if me.cancelling():  # our own task is being cancelled: let it through
+                        self.busy -= 1
+                        raise
+                    result = Error(exc)
+                except Exception as exc:  # noqa: BLE001 - containing processor faults is the point
+                    result = Error(exc)
+                else:
+                    cls = result.__class__
+                    if cls is not Ok and cls is not Error:
+                        result = Error(
+                            TypeError(
+                                f"collector {collector.key!r}: processor returned "
+                                f"{cls.__name__}, not Ok or Error"
+                            )
+                        )
+                self.busy -= 1
+                if fan is None:
+                    # CollectorEvent._resolve() inlined: the event is not done yet.
+                    event._result = result  # type: ignore[union-attr]  # noqa: SLF001
+                    if event._waiters is not None or event._callbacks is not None:  # type: ignore[union-attr]  # noqa: SLF001
+                        event._notify()  # type: ignore[union-attr]  # noqa: SLF001
+                    event = None
+                else:
+                    fan.record(index, result)
+                    fan = None
+                handled += 1
+                if handled % _YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+        except asyncio.CancelledError as exc:
+            # Cancelled mid-delivery (shutdown gave up waiting): resolve what we held.
+            if fan is not None:
+                fan.record(index, Error(exc))
+            elif event is not None:
+                event._resolve(Error(exc))  # noqa: SLF001
+            raise
+        finally:
+            self.consumers.discard(me)
+            self._signal_drained()
+
+
+def _expire(getter: asyncio.Future[object]) -> None:
+    if not getter.done():
+        getter.set_result(_EXPIRED)
