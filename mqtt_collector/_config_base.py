@@ -1,0 +1,203 @@
+"""What every configuration model shares, and the turning of validation errors into one line."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    PlainSerializer,
+    PlainValidator,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from pydantic import ValidationError
+    from pydantic_core import ErrorDetails
+
+__all__ = [
+    "ConfigModel",
+    "FrozenMapping",
+    "LocatedError",
+    "QoS",
+    "describe",
+    "format_errors",
+    "format_loc",
+    "show",
+]
+
+_SHOW_CHARS = 60
+
+
+class ConfigModel(BaseModel):
+    """The base of every configuration section: immutable, and unknown keys are errors.
+
+    Numbers given where a string is expected become strings (``password: 1234``); strings
+    become numbers or booleans where those are expected, as ``${VAR}`` always yields a string.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", coerce_numbers_to_str=True)
+
+
+class LocatedError(ValueError):
+    """A validator's error about a key below the one being validated.
+
+    Raised inside a validator, it is reported at the validated value's path followed by
+    ``loc``: a model validator of ``subscriptions[0]`` raising it with ``("topics", 1)`` gives
+    ``subscriptions[0].topics[1]: <message>``.
+
+    Attributes:
+        loc: the keys and list indexes below the validated value.
+    """
+
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        """Build the error for ``message`` at the relative path ``loc``."""
+        super().__init__(message)
+        self.loc = loc
+
+
+def _qos(value: object) -> int:
+    """Accept an MQTT QoS level: 0, 1 or 2 (also as a string, as ``${VAR}`` yields)."""
+    if isinstance(value, str) and value.strip() in {"0", "1", "2"}:
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value in {0, 1, 2}:
+        return value
+    raise ValueError(f"must be 0, 1 or 2, got {show(value)}")
+
+
+QoS = Annotated[int, PlainValidator(_qos)]
+"""An MQTT QoS level, 0, 1 or 2."""
+
+
+def _freeze(value: object) -> object:
+    """A read-only deep copy of YAML data: mappings become mappingproxies, lists tuples."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({key: _freeze(item) for key, item in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(item) for item in value)
+    return value
+
+
+def _thaw(value: object) -> object:
+    """Plain dicts and lists again, for serialising."""
+    if isinstance(value, Mapping):
+        return {key: _thaw(item) for key, item in value.items()}
+    if isinstance(value, tuple):
+        return [_thaw(item) for item in value]
+    return value
+
+
+FrozenMapping = Annotated[
+    Mapping[str, Any],
+    BeforeValidator(lambda value: {} if value is None else value),
+    AfterValidator(_freeze),
+    PlainSerializer(_thaw),
+]
+"""A YAML mapping made read-only (deeply); serialised back to plain dicts and lists."""
+
+
+def format_loc(loc: Sequence[str | int]) -> str:
+    """Write a key path the way the YAML reads: ``collectors[1].retry.attempts``."""
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else part
+    return text
+
+
+def show(value: object) -> str:
+    """Name a YAML value in a message: ``3``, ``'abc'``, ``true``, ``null``, ``a list``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    text = repr(value)
+    if len(text) > _SHOW_CHARS:
+        return text[:_SHOW_CHARS] + "..."
+    return text
+
+
+def _bound(value: object) -> str:
+    """Write a limit from a constraint: ``0`` rather than pydantic's ``0.0``."""
+    return f"{value:g}" if isinstance(value, float) else show(value)
+
+
+# The message for each common pydantic error type; {got} is the offending value.
+_MESSAGES = {
+    "missing": "required key is missing",
+    "extra_forbidden": "unknown key",
+    "string_type": "must be a string, got {got}",
+    "string_too_short": "must not be empty",
+    "int_type": "must be an integer, got {got}",
+    "int_parsing": "must be an integer, got {got}",
+    "int_from_float": "must be an integer, got {got}",
+    "float_type": "must be a number, got {got}",
+    "float_parsing": "must be a number, got {got}",
+    "bool_type": "must be true or false, got {got}",
+    "bool_parsing": "must be true or false, got {got}",
+    "dict_type": "must be a mapping, got {got}",
+    "model_type": "must be a mapping, got {got}",
+    "model_attributes_type": "must be a mapping, got {got}",
+    "list_type": "must be a list, got {got}",
+    "tuple_type": "must be a list, got {got}",
+    "too_short": "must not be empty",
+    "path_not_file": "no such file: {path}",
+    "path_type": "must be a file path, got {got}",
+    "greater_than": "must be greater than {gt}, got {got}",
+    "greater_than_equal": "must be at least {ge}, got {got}",
+    "less_than": "must be less than {lt}, got {got}",
+    "less_than_equal": "must be at most {le}, got {got}",
+    "literal_error": "must be {expected}, got {got}",
+    "enum": "must be {expected}, got {got}",
+}
+
+
+def describe(error: ErrorDetails) -> tuple[tuple[str | int, ...], str]:
+    """Return the key path and a plain message for one pydantic error."""
+    loc = tuple(error["loc"])
+    ctx = error.get("ctx") or {}
+    cause = ctx.get("error")
+    if isinstance(cause, LocatedError):
+        return (*loc, *cause.loc), str(cause)
+    if isinstance(cause, ValueError | AssertionError):
+        return loc, str(cause)
+    template = _MESSAGES.get(error["type"])
+    if template is None:
+        return loc, error["msg"]
+    values = {key: _bound(value) if key != "expected" else value for key, value in ctx.items()}
+    return loc, template.format(**values, got=show(error["input"]), path=repr(error["input"]))
+
+
+def format_errors(exc: ValidationError, *, prefix: tuple[str | int, ...] = ()) -> str:
+    """Turn a ValidationError into one line: ``path: message; path: message``.
+
+    An error about a value is left out when a more precise one about a part of it is
+    reported (an empty string in a list says more than "the list is empty").
+
+    Args:
+        exc: the error pydantic raised.
+        prefix: the key path of what was validated, put in front of every path.
+    """
+    described = [describe(error) for error in exc.errors(include_url=False)]
+    locs = [loc for loc, _ in described]
+    lines: list[str] = []
+    for loc, message in described:
+        if any(len(other) > len(loc) and other[: len(loc)] == loc for other in locs):
+            continue
+        path = format_loc((*prefix, *loc))
+        line = f"{path}: {message}" if path else message
+        if line not in lines:
+            lines.append(line)
+    return "; ".join(lines)

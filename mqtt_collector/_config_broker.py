@@ -1,0 +1,190 @@
+"""The ``broker:`` section of the configuration: where and how to connect."""
+
+from __future__ import annotations
+
+import enum
+import secrets
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
+
+from mqtt_collector._config_base import ConfigModel, LocatedError, show
+
+if TYPE_CHECKING:
+    from pydantic import ValidatorFunctionWrapHandler
+
+__all__ = ["BrokerConfig", "Protocol", "ReconnectConfig", "SessionConfig", "TLSConfig"]
+
+
+class Protocol(enum.Enum):
+    """The MQTT protocol version spoken to the broker."""
+
+    V5 = "5"
+    V311 = "3.1.1"
+
+
+class TLSConfig(ConfigModel):
+    """``broker.tls``: its presence turns TLS on; every file must exist at load.
+
+    Attributes:
+        ca_file: CA bundle to verify the broker with; the system's CAs when None.
+        cert_file: client certificate, for mutual TLS (with ``key_file``).
+        key_file: the client certificate's private key.
+        insecure: skip the check that the broker's certificate names ``broker.host``.
+    """
+
+    ca_file: FilePath | None = None
+    cert_file: FilePath | None = None
+    key_file: FilePath | None = None
+    insecure: bool = False
+
+    @model_validator(mode="after")
+    def _cert_and_key_together(self) -> TLSConfig:
+        """A client certificate is useless without its key, and the reverse."""
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file must be given together")
+        return self
+
+
+class SessionConfig(ConfigModel):
+    """``broker.session``: whether the broker keeps our subscriptions and messages while away.
+
+    Attributes:
+        persistent: keep the session (clean start off); defaults to whether
+            ``broker.client_id`` is given, and needs it.
+        expiry: seconds the broker keeps the session after a disconnect (MQTT 5).
+    """
+
+    persistent: bool = False
+    expiry: int = Field(default=86400, ge=0)
+
+
+class ReconnectConfig(ConfigModel):
+    """``broker.reconnect``: the backoff between connection attempts, doubling each time.
+
+    Attributes:
+        initial_delay: seconds before the first retry.
+        max_delay: the longest wait between retries, in seconds.
+    """
+
+    initial_delay: float = Field(default=0.5, gt=0)
+    max_delay: float = 30.0
+
+    @model_validator(mode="after")
+    def _max_not_below_initial(self) -> ReconnectConfig:
+        """The delay only grows, so its bound must not be below its start."""
+        if self.max_delay < self.initial_delay:
+            raise ValueError(
+                f"max_delay ({self.max_delay:g}) is less than initial_delay"
+                f" ({self.initial_delay:g})"
+            )
+        return self
+
+
+def generated_client_id() -> str:
+    """Return a client id unique to this host and run: ``mqtt-collector-<host>-<8 hex>``."""
+    return f"mqtt-collector-{socket.gethostname()}-{secrets.token_hex(4)}"
+
+
+class BrokerConfig(ConfigModel):
+    """``broker:``: the MQTT connection.
+
+    Attributes:
+        client: the MQTT client library; only ``aiomqtt`` in this version.
+        host: the broker's host name or address.
+        port: the broker's port (8883 is not chosen by itself when TLS is on).
+        client_id: the id given, or a generated ``mqtt-collector-<hostname>-<8 hex>``.
+        protocol: MQTT 5 or 3.1.1.
+        username: the user name, if the broker wants one (an empty one is None).
+        password: the password (from ``password`` or read from ``password_file``); an empty
+            ``password`` is None.
+        password_file: the file the password was read from, if any.
+        tls: TLS settings, or None for a plain TCP connection.
+        keepalive: seconds between keep-alive pings.
+        session: the session settings.
+        reconnect: the reconnect backoff.
+        receive_maximum: how many unacknowledged QoS 1/2 messages the broker may have in
+            flight to us (MQTT 5 Receive Maximum).
+    """
+
+    client: Literal["aiomqtt"] = "aiomqtt"
+    host: str = Field(default="127.0.0.1", min_length=1)
+    port: int = Field(default=1883, ge=1, le=65535)
+    client_id: str = ""
+    protocol: Protocol = Protocol.V5
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    tls: TLSConfig | None = None
+    keepalive: int = Field(default=30, ge=1, le=65535)
+    session: SessionConfig = Field(default_factory=SessionConfig)
+    reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig)
+    receive_maximum: int = Field(default=1000, ge=1, le=65535)
+
+    @field_validator("client", mode="before")
+    @classmethod
+    def _known_client(cls, value: object) -> object:
+        """Name the transport that is planned but not shipped, rather than just refuse it."""
+        if value == "gmqtt":
+            raise ValueError("gmqtt transport is not available in this version; use aiomqtt")
+        return value
+
+    @field_validator("username", "password", "password_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        """``${MQTT_PASSWORD:-}`` gives "", which means no password, not an empty one."""
+        return None if value == "" else value
+
+    @field_validator("protocol", mode="plain")
+    @classmethod
+    def _protocol(cls, value: object) -> Protocol:
+        """Accept 5 (number or string) and "3.1.1"; YAML reads ``3.1.1`` as a string."""
+        if isinstance(value, Protocol):
+            return value
+        if value == 5 and not isinstance(value, bool | float):  # noqa: PLR2004 - the version
+            return Protocol.V5
+        if isinstance(value, str) and value.strip() in {"5", "3.1.1"}:
+            return Protocol(value.strip())
+        raise ValueError(f"must be 5 or 3.1.1, got {show(value)}")
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _resolve(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> BrokerConfig:
+        """Fill the defaults that depend on other keys, and read ``password_file``."""
+        given = False
+        if isinstance(data, dict):
+            data = dict(data)
+            given = data.get("client_id") not in {None, ""}
+            if not given:
+                data["client_id"] = generated_client_id()
+            session = data.get("session")
+            if session is None:
+                data["session"] = {"persistent": given}
+            elif isinstance(session, dict) and session.get("persistent") is None:
+                data["session"] = {**session, "persistent": given}
+        model: BrokerConfig = handler(data)
+        if model.session.persistent and not given:
+            raise LocatedError(
+                ("session", "persistent"), "a persistent session needs broker.client_id"
+            )
+        if model.password_file is None:
+            return model
+        if model.password is not None:
+            raise LocatedError(
+                ("password_file",), "give either password or password_file, not both"
+            )
+        return model.model_copy(update={"password": _read_password(model.password_file)})
+
+
+def _read_password(path: Path) -> SecretStr:
+    """Read a password file, dropping one trailing newline (as ``echo`` leaves)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LocatedError(("password_file",), f"cannot read: {exc}") from None
+    for newline in ("\r\n", "\n"):
+        if text.endswith(newline):
+            return SecretStr(text[: -len(newline)])
+    return SecretStr(text)

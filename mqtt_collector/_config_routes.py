@@ -1,0 +1,234 @@
+"""The ``subscriptions:`` and ``collectors:`` sections: what to receive and where it goes."""
+
+from __future__ import annotations
+
+import inspect
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import (
+    Field,
+    PlainValidator,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
+
+from mqtt_collector._config_base import ConfigModel, FrozenMapping, LocatedError, QoS, show
+from mqtt_collector._imports import import_object
+from mqtt_collector._topic import TopicFilter, TopicTemplate, validate_filter, validate_topic_name
+
+if TYPE_CHECKING:
+    from pydantic import ValidatorFunctionWrapHandler
+
+    from mqtt_collector._typing import LifecycleManager, Processor
+
+__all__ = ["CollectorConfig", "DeadLetterConfig", "RetryConfig", "Subscription"]
+
+NonEmptyStr = Annotated[str, Field(min_length=1)]
+
+
+class Subscription(ConfigModel):
+    """One entry of ``subscriptions:``: an MQTT filter and the Payload topics it feeds.
+
+    Attributes:
+        filter: the MQTT topic filter as written (``$share/<group>/...`` accepted).
+        qos: the QoS subscribed with.
+        decode: how bodies are decoded: ``json``, ``text`` or ``bytes``.
+        topics: the Payload topic templates (``{1}``... captures, ``{topic}`` the MQTT topic).
+        priority: the Payload priority; None means ``queue.default_priority``.
+        share_group: subscribe as ``$share/<share_group>/<filter>`` when set.
+        max_body_bytes: bodies larger than this are refused; None for no bound.
+    """
+
+    filter: str
+    qos: QoS = 1
+    decode: Literal["json", "text", "bytes"] = "json"
+    topics: tuple[str, ...] = Field(default=("{topic}",), min_length=1)
+    priority: int | None = None
+    share_group: NonEmptyStr | None = None
+    max_body_bytes: int | None = Field(default=None, gt=0)
+
+    _matcher: TopicFilter = PrivateAttr()
+    _templates: tuple[TopicTemplate, ...] = PrivateAttr()
+
+    @field_validator("filter")
+    @classmethod
+    def _valid_filter(cls, value: str) -> str:
+        validate_filter(value)
+        return value
+
+    @field_validator("share_group")
+    @classmethod
+    def _valid_group(cls, value: str | None) -> str | None:
+        if value is not None and any(char in value for char in "/+#"):
+            raise ValueError(f"must not contain '/', '+' or '#', got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _compile(self) -> Subscription:
+        """Compile the filter and templates once, so the mapper never parses them again."""
+        if self.share_group is not None and self.filter.startswith("$share/"):
+            raise LocatedError(("share_group",), "cannot be combined with a $share/ filter")
+        self._matcher = TopicFilter(self.filter)
+        templates = []
+        for index, template in enumerate(self.topics):
+            try:
+                templates.append(TopicTemplate(template, wildcards=self._matcher.wildcards))
+            except ValueError as exc:
+                raise LocatedError(("topics", index), str(exc)) from None
+        self._templates = tuple(templates)
+        return self
+
+    @property
+    def matcher(self) -> TopicFilter:
+        """The compiled filter that MQTT topics are matched against."""
+        return self._matcher
+
+    @property
+    def templates(self) -> tuple[TopicTemplate, ...]:
+        """The compiled Payload topic templates, in the order of ``topics``."""
+        return self._templates
+
+    @property
+    def mqtt_filter(self) -> str:
+        """The filter actually subscribed to: ``$share/<share_group>/<filter>`` if shared."""
+        if self.share_group is None:
+            return self.filter
+        return f"$share/{self.share_group}/{self.filter}"
+
+
+class RetryConfig(ConfigModel):
+    """``collectors[i].retry``: how often a processor is tried for one payload.
+
+    Attributes:
+        attempts: how many tries in all; 1 means no retry.
+        backoff: seconds before the first retry; it doubles after each.
+        max_backoff: the longest wait between tries, in seconds.
+    """
+
+    attempts: int = Field(default=1, ge=1)
+    backoff: float = Field(default=0.5, ge=0)
+    max_backoff: float = 30.0
+
+    @model_validator(mode="after")
+    def _max_not_below_backoff(self) -> RetryConfig:
+        if self.max_backoff < self.backoff:
+            raise ValueError(
+                f"max_backoff ({self.max_backoff:g}) is less than backoff ({self.backoff:g})"
+            )
+        return self
+
+
+class DeadLetterConfig(ConfigModel):
+    """``collectors[i].dead_letter``: where a payload goes when its processor finally fails.
+
+    Attributes:
+        topic: the MQTT topic the failed message is published to.
+        qos: the QoS it is published with.
+    """
+
+    topic: str
+    qos: QoS = 1
+
+    @field_validator("topic")
+    @classmethod
+    def _valid_topic(cls, value: str) -> str:
+        validate_topic_name(value)
+        return value
+
+
+def _resolve(path: object) -> object:
+    """Import a dotted path, turning any failure into a one-line ValueError."""
+    if not isinstance(path, str):
+        raise ValueError(  # noqa: TRY004 - pydantic reports ValueError, not TypeError
+            f"must be a string 'package.module:attribute', got {show(path)}"
+        )
+    try:
+        return import_object(path)
+    except (ImportError, ValueError) as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _is_async_callable(obj: object) -> bool:
+    """Whether calling ``obj`` returns a coroutine: an async function or async ``__call__``."""
+    if isinstance(obj, type):
+        # Calling a class builds an instance, whatever its __call__ is.
+        return False
+    if inspect.iscoroutinefunction(obj):
+        return True
+    return inspect.iscoroutinefunction(type(obj).__call__)
+
+
+def _processor(path: object) -> object:
+    """Import a processor and check that it is an async callable."""
+    found = _resolve(path)
+    if not _is_async_callable(found):
+        raise ValueError(f"{path!r} is not an async function")
+    return found
+
+
+def _lifecycle(path: object) -> object:
+    """Import a lifecycle and check that it is callable."""
+    found = _resolve(path)
+    if not callable(found):
+        raise ValueError(f"{path!r} is not callable")  # noqa: TRY004 - pydantic wants ValueError
+    return found
+
+
+if TYPE_CHECKING:
+    _Processor = Processor
+    _Lifecycle = LifecycleManager
+else:
+    # The callable types name queue classes only for the type checker; at run time the
+    # validator is the whole check.
+    _Processor = Annotated[Any, PlainValidator(_processor)]
+    _Lifecycle = Annotated[Any, PlainValidator(_lifecycle)]
+
+
+class CollectorConfig(ConfigModel):
+    """One entry of ``collectors:``: a processor, the topics it takes, and its settings.
+
+    Attributes:
+        key: the collector's unique name.
+        processor: the imported async processor.
+        lifecycle: the imported lifecycle factory, or None.
+        topics: the Payload topics it listens to.
+        options: read-only settings for the processor, reachable as ``ctx.options``.
+        timeout: seconds one payload may take before it counts as failed; None for no bound.
+        retry: how failed payloads are tried again.
+        dead_letter: where finally failed messages are published, or None.
+    """
+
+    key: NonEmptyStr
+    processor: _Processor
+    lifecycle: _Lifecycle | None = None
+    topics: tuple[NonEmptyStr, ...] = Field(min_length=1)
+    options: FrozenMapping = Field(default_factory=lambda: MappingProxyType({}))
+    timeout: float | None = Field(default=None, gt=0)
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    dead_letter: DeadLetterConfig | None = None
+
+    _processor_path: str = PrivateAttr(default="")
+    _lifecycle_path: str | None = PrivateAttr(default=None)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keep_paths(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> CollectorConfig:
+        """Remember the dotted paths as written, for messages and ``check`` output."""
+        model: CollectorConfig = handler(data)
+        if isinstance(data, dict):
+            model._processor_path = str(data["processor"])
+            lifecycle = data.get("lifecycle")
+            model._lifecycle_path = None if lifecycle is None else str(lifecycle)
+        return model
+
+    @property
+    def processor_path(self) -> str:
+        """The processor's ``"package.module:attribute"`` as written."""
+        return self._processor_path
+
+    @property
+    def lifecycle_path(self) -> str | None:
+        """The lifecycle's ``"package.module:attribute"`` as written, or None."""
+        return self._lifecycle_path

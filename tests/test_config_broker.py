@@ -1,0 +1,242 @@
+"""Tests for the ``broker:`` section of the configuration."""
+
+from __future__ import annotations
+
+import re
+import socket
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from mqtt_collector._config import Protocol
+from tests.config_helpers import base, error, load
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def broker(**keys: Any) -> dict[str, Any]:
+    """A configuration whose broker section is ``keys``."""
+    return base(broker=keys)
+
+
+class TestConnection:
+    """client, host, port, protocol, keepalive, receive_maximum."""
+
+    def test_broker_defaults(self, tmp_path: Path) -> None:
+        """Without a broker section, the documented defaults apply."""
+        config = load(tmp_path, base()).broker
+        assert (config.client, config.host, config.port, config.protocol) == (
+            "aiomqtt",
+            "127.0.0.1",
+            1883,
+            Protocol.V5,
+        )
+        assert (config.keepalive, config.receive_maximum, config.tls) == (30, 1000, None)
+        assert (config.reconnect.initial_delay, config.reconnect.max_delay) == (0.5, 30.0)
+
+    def test_broker_client_gmqtt_is_not_available(self, tmp_path: Path) -> None:
+        """The gmqtt client is named as not available in this version."""
+        assert error(tmp_path, broker(client="gmqtt")) == (
+            "broker.client: gmqtt transport is not available in this version; use aiomqtt"
+        )
+
+    def test_broker_client_refuses_an_unknown_library(self, tmp_path: Path) -> None:
+        """Any other client lists what is allowed."""
+        assert error(tmp_path, broker(client="paho")) == (
+            "broker.client: must be 'aiomqtt', got 'paho'"
+        )
+
+    def test_broker_refuses_an_unknown_key(self, tmp_path: Path) -> None:
+        """A misspelt key is an error."""
+        assert error(tmp_path, broker(prot=5)) == "broker.prot: unknown key"
+
+    @pytest.mark.parametrize(("port", "message"), [(0, "at least 1"), (65536, "at most 65535")])
+    def test_broker_port_out_of_range(self, tmp_path: Path, port: int, message: str) -> None:
+        """The port must be 1..65535."""
+        assert error(tmp_path, broker(port=port)) == f"broker.port: must be {message}, got {port}"
+
+    def test_broker_port_not_a_number(self, tmp_path: Path) -> None:
+        """A port that is not an integer names the value."""
+        assert error(tmp_path, broker(port="mqtt")) == (
+            "broker.port: must be an integer, got 'mqtt'"
+        )
+
+    def test_broker_port_stays_1883_with_tls(self, tmp_path: Path) -> None:
+        """TLS does not change the port by itself."""
+        config = load(tmp_path, broker(tls={}))
+        assert config.broker.port == 1883
+
+    def test_broker_host_must_not_be_empty(self, tmp_path: Path) -> None:
+        """An empty host is refused."""
+        assert error(tmp_path, broker(host="")) == "broker.host: must not be empty"
+
+    @pytest.mark.parametrize(
+        ("given", "expected"), [(5, Protocol.V5), ("5", Protocol.V5), ("3.1.1", Protocol.V311)]
+    )
+    def test_broker_protocol_accepts(self, tmp_path: Path, given: object, expected: Any) -> None:
+        """5 (number or string) and 3.1.1 are the protocol versions."""
+        assert load(tmp_path, broker(protocol=given)).broker.protocol is expected
+
+    @pytest.mark.parametrize(("given", "shown"), [(3.11, "3.11"), (4, "4"), ("v5", "'v5'")])
+    def test_broker_protocol_refuses(self, tmp_path: Path, given: object, shown: str) -> None:
+        """Anything else lists the allowed versions."""
+        assert error(tmp_path, broker(protocol=given)) == (
+            f"broker.protocol: must be 5 or 3.1.1, got {shown}"
+        )
+
+    @pytest.mark.parametrize("key", ["keepalive", "receive_maximum"])
+    def test_broker_bounded_integers(self, tmp_path: Path, key: str) -> None:
+        """The keepalive and receive_maximum must be 1..65535."""
+        assert error(tmp_path, broker(**{key: 0})) == f"broker.{key}: must be at least 1, got 0"
+
+    def test_broker_reconnect_max_below_initial(self, tmp_path: Path) -> None:
+        """max_delay must not be below initial_delay."""
+        data = broker(reconnect={"initial_delay": 2, "max_delay": 1.5})
+        assert error(tmp_path, data) == (
+            "broker.reconnect: max_delay (1.5) is less than initial_delay (2)"
+        )
+
+    def test_broker_reconnect_initial_delay_positive(self, tmp_path: Path) -> None:
+        """initial_delay must be greater than 0."""
+        assert error(tmp_path, broker(reconnect={"initial_delay": 0})) == (
+            "broker.reconnect.initial_delay: must be greater than 0, got 0"
+        )
+
+
+class TestSession:
+    """client_id and session."""
+
+    def test_broker_client_id_is_generated(self, tmp_path: Path) -> None:
+        """Without client_id, one is made from the host name and 8 hex digits."""
+        client_id = load(tmp_path, base()).broker.client_id
+        pattern = rf"mqtt-collector-{re.escape(socket.gethostname())}-[0-9a-f]{{8}}"
+        assert re.fullmatch(pattern, client_id)
+
+    def test_broker_client_id_is_generated_for_an_empty_one(self, tmp_path: Path) -> None:
+        """An empty client_id (e.g. ${CLIENT_ID:-}) counts as not given."""
+        config = load(tmp_path, broker(client_id="${CLIENT_ID:-}"))
+        assert config.broker.client_id.startswith("mqtt-collector-")
+        assert config.broker.session.persistent is False
+
+    def test_broker_session_persistent_by_default_with_client_id(self, tmp_path: Path) -> None:
+        """A given client_id makes the session persistent unless told otherwise."""
+        config = load(tmp_path, broker(client_id="collector-1"))
+        assert (config.broker.client_id, config.broker.session.persistent) == ("collector-1", True)
+
+    def test_broker_session_not_persistent_without_client_id(self, tmp_path: Path) -> None:
+        """Without client_id the session is clean."""
+        assert load(tmp_path, broker(session={"expiry": 10})).broker.session.persistent is False
+
+    def test_broker_session_persistent_can_be_turned_off(self, tmp_path: Path) -> None:
+        """persistent: false with a client_id is kept."""
+        data = broker(client_id="c", session={"persistent": False})
+        assert load(tmp_path, data).broker.session.persistent is False
+
+    def test_broker_session_persistent_needs_client_id(self, tmp_path: Path) -> None:
+        """persistent: true without a client_id is an error."""
+        assert error(tmp_path, broker(session={"persistent": True})) == (
+            "broker.session.persistent: a persistent session needs broker.client_id"
+        )
+
+    def test_broker_session_expiry_not_negative(self, tmp_path: Path) -> None:
+        """The session expiry must be >= 0."""
+        assert error(tmp_path, broker(session={"expiry": -1})) == (
+            "broker.session.expiry: must be at least 0, got -1"
+        )
+
+    def test_broker_session_expiry_default(self, tmp_path: Path) -> None:
+        """The session expiry defaults to a day."""
+        assert load(tmp_path, broker(client_id="c")).broker.session.expiry == 86400
+
+
+class TestCredentials:
+    """username, password, password_file."""
+
+    def test_broker_password_never_printed(self, tmp_path: Path) -> None:
+        """The password is a SecretStr: absent from repr and str of the config."""
+        config = load(tmp_path, broker(username="u", password="hunter2"))
+        assert "hunter2" not in repr(config)
+        assert "hunter2" not in str(config)
+        assert config.broker.password is not None
+        assert config.broker.password.get_secret_value() == "hunter2"
+
+    def test_broker_password_number_is_a_string(self, tmp_path: Path) -> None:
+        """A numeric password in YAML is taken as its text."""
+        password = load(tmp_path, broker(password=1234)).broker.password
+        assert password is not None
+        assert password.get_secret_value() == "1234"
+
+    def test_broker_empty_password_is_none(self, tmp_path: Path) -> None:
+        """An empty password (e.g. ${MQTT_PASSWORD:-}) means no password."""
+        assert load(tmp_path, broker(password="${MQTT_PASSWORD:-}")).broker.password is None
+
+    def test_broker_password_file_is_read(self, tmp_path: Path) -> None:
+        """password_file is read at load, one trailing newline dropped."""
+        (tmp_path / "password").write_text("s3cret\n\n", encoding="utf-8")
+        config = load(tmp_path, broker(password_file=str(tmp_path / "password")))
+        assert config.broker.password is not None
+        assert config.broker.password.get_secret_value() == "s3cret\n"
+
+    def test_broker_password_file_crlf_is_one_newline(self, tmp_path: Path) -> None:
+        """A trailing CRLF counts as one newline."""
+        (tmp_path / "password").write_bytes(b"s3cret\r\n")
+        config = load(tmp_path, broker(password_file=str(tmp_path / "password")))
+        assert config.broker.password is not None
+        assert config.broker.password.get_secret_value() == "s3cret"
+
+    def test_broker_password_and_password_file_together(self, tmp_path: Path) -> None:
+        """Giving both is an error."""
+        (tmp_path / "password").write_text("a")
+        data = broker(password="b", password_file=str(tmp_path / "password"))
+        assert error(tmp_path, data) == (
+            "broker.password_file: give either password or password_file, not both"
+        )
+
+    def test_broker_password_file_missing(self, tmp_path: Path) -> None:
+        """An unreadable password file names the reason."""
+        missing = tmp_path / "nope"
+        assert error(tmp_path, broker(password_file=str(missing))) == (
+            f"broker.password_file: cannot read: [Errno 2] No such file or directory: '{missing}'"
+        )
+
+
+class TestTLS:
+    """broker.tls."""
+
+    def test_broker_tls_files_are_checked(self, tmp_path: Path) -> None:
+        """A CA file that does not exist is an error naming it."""
+        missing = str(tmp_path / "ca.pem")
+        assert error(tmp_path, broker(tls={"ca_file": missing})) == (
+            f"broker.tls.ca_file: no such file: '{missing}'"
+        )
+
+    def test_broker_tls_cert_needs_key(self, tmp_path: Path) -> None:
+        """cert_file without key_file is an error."""
+        (tmp_path / "client.pem").write_text("")
+        data = broker(tls={"cert_file": str(tmp_path / "client.pem")})
+        assert error(tmp_path, data) == "broker.tls: cert_file and key_file must be given together"
+
+    def test_broker_tls_reads_every_key(self, tmp_path: Path) -> None:
+        """Existing files and insecure are kept."""
+        for name in ("ca.pem", "client.pem", "client.key"):
+            (tmp_path / name).write_text("")
+        tls = {
+            "ca_file": str(tmp_path / "ca.pem"),
+            "cert_file": str(tmp_path / "client.pem"),
+            "key_file": str(tmp_path / "client.key"),
+            "insecure": True,
+        }
+        config = load(tmp_path, broker(tls=tls)).broker.tls
+        assert config is not None
+        assert (config.ca_file, config.key_file, config.insecure) == (
+            tmp_path / "ca.pem",
+            tmp_path / "client.key",
+            True,
+        )
+
+    def test_broker_tls_empty_section_turns_tls_on(self, tmp_path: Path) -> None:
+        """An empty tls section means TLS with the system CAs and the host name checked."""
+        config = load(tmp_path, broker(tls={})).broker.tls
+        assert config is not None
+        assert (config.ca_file, config.insecure) == (None, False)
