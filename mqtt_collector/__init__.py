@@ -4,7 +4,7 @@ The collector queue (Collector, CollectorQueue, Payload, ...) is usable on its o
 knows nothing of MQTT; the daemon (``mqtt-collector run``) feeds it from a broker.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+import importlib.metadata as _metadata
 
 from mqtt_collector._buffer import QueueType
 from mqtt_collector._collector import Collector, Context
@@ -25,8 +25,8 @@ from mqtt_collector._router import Router, SimpleRouter
 from mqtt_collector._typing import LifecycleManager, Processor
 
 try:
-    __version__ = version("mqtt-collector")
-except PackageNotFoundError:  # pragma: no cover - running from a tree that is not installed
+    __version__ = _metadata.version("mqtt-collector")
+except _metadata.PackageNotFoundError:  # pragma: no cover - running from a tree that is not installed
     __version__ = "0+unknown"
 
 __all__ = [

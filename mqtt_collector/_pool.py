@@ -223,6 +223,12 @@ class Pool:
                         self.busy += 1
                         try:
                             results = await self.router.handle_event(payload)
+                        except asyncio.CancelledError as exc:
+                            # Only our own cancellation stops us; a CancelledError the router
+                            # (or a processor it awaited) raised is just its failure.
+                            if me.cancelling():
+                                raise
+                            results = ResultList([Error(exc)])
                         except Exception as exc:  # noqa: BLE001 - a faulty router must not kill us
                             results = ResultList([Error(exc)])
                         finally:

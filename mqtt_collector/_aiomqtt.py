@@ -1,0 +1,261 @@
+"""The aiomqtt transport: the only module that talks to aiomqtt (with ``_aiomqtt_private``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import AsyncIterator, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from mqtt_collector._aiomqtt_private import enable_manual_ack, message_queue, send_ack
+from mqtt_collector._exceptions import TransportError
+from mqtt_collector._transport import Inbound
+
+__all__ = ["AiomqttTransport", "TLSOptions"]
+
+_NO_PROPERTIES: Mapping[str, Any] = MappingProxyType({})
+# Attributes paho keeps on every Properties object besides the properties themselves.
+_PAHO_INTERNAL = frozenset({"packetType", "types", "names", "properties"})
+_PROPERTY_NAMES = {
+    "UserProperty": "user_properties",
+    "ContentType": "content_type",
+    "ResponseTopic": "response_topic",
+    "CorrelationData": "correlation_data",
+    "PayloadFormatIndicator": "payload_format_indicator",
+    "MessageExpiryInterval": "message_expiry_interval",
+    "SubscriptionIdentifier": "subscription_identifier",
+    "TopicAlias": "topic_alias",
+}
+_DISCONNECT_TIMEOUT = 5.0
+
+
+class TLSOptions:
+    """Where the CA and (for mutual TLS) the client certificate and key are."""
+
+    __slots__ = ("ca_file", "cert_file", "insecure", "key_file")
+
+    def __init__(
+        self,
+        *,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        insecure: bool = False,
+    ) -> None:
+        """Hold the paths; files are read when connecting."""
+        self.ca_file = ca_file
+        self.cert_file = cert_file
+        self.key_file = key_file
+        self.insecure = insecure
+
+    def context(self) -> ssl.SSLContext:
+        """Build the SSL context (system CAs when no ``ca_file``)."""
+        context = ssl.create_default_context(cafile=self.ca_file)
+        if self.cert_file is not None:
+            context.load_cert_chain(self.cert_file, self.key_file)
+        if self.insecure:
+            context.check_hostname = False
+        return context
+
+
+def _properties(props: Properties | None) -> Mapping[str, Any]:
+    if props is None:
+        return _NO_PROPERTIES
+    attrs = vars(props)
+    if len(attrs) <= len(_PAHO_INTERNAL):
+        return _NO_PROPERTIES
+    return MappingProxyType(
+        {
+            _PROPERTY_NAMES.get(name, name): value
+            for name, value in attrs.items()
+            if name not in _PAHO_INTERNAL
+        }
+    )
+
+
+class AiomqttTransport:
+    """An MQTT connection through aiomqtt, acking QoS 1/2 messages only when told to.
+
+    A new aiomqtt client is made for each connection, so nothing of a lost connection
+    (packet ids, unacked messages) leaks into the next one.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        client_id: str,
+        protocol: str,
+        username: str | None = None,
+        password: str | None = None,
+        tls: TLSOptions | None = None,
+        keepalive: int = 30,
+        persistent: bool = False,
+        session_expiry: int = 0,
+        receive_maximum: int = 1000,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        """Hold the connection settings; nothing connects until ``connect()``."""
+        if protocol not in ("5", "3.1.1"):
+            raise ValueError(f"protocol must be '5' or '3.1.1', got {protocol!r}")
+        self.host = host
+        self.port = port
+        self.client_id = client_id
+        self.v5 = protocol == "5"
+        self._username = username
+        self._password = password
+        self._tls = tls
+        self._keepalive = keepalive
+        self._persistent = persistent
+        self._session_expiry = session_expiry
+        self._receive_maximum = receive_maximum
+        self._connect_timeout = connect_timeout
+        self._client: aiomqtt.Client | None = None
+        self._connection = 0
+
+    @property
+    def connection(self) -> int:
+        """The number of the current (or last) connection; 0 before the first."""
+        return self._connection
+
+    @property
+    def connected(self) -> bool:
+        """Whether a connection is up."""
+        return self._client is not None
+
+    def _make_client(self) -> aiomqtt.Client:
+        properties = None
+        if self.v5:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = self._session_expiry if self._persistent else 0
+            properties.ReceiveMaximum = self._receive_maximum
+        client = aiomqtt.Client(
+            self.host,
+            self.port,
+            identifier=self.client_id,
+            protocol=aiomqtt.ProtocolVersion.V5 if self.v5 else aiomqtt.ProtocolVersion.V311,
+            username=self._username,
+            password=self._password,
+            keepalive=self._keepalive,
+            clean_session=None if self.v5 else not self._persistent,
+            # MQTT 5: a persistent session must never be cleaned, not even on the
+            # first connect of this process, or what the broker kept for us is lost.
+            clean_start=not self._persistent,
+            properties=properties,
+            tls_context=self._tls.context() if self._tls is not None else None,
+            tls_insecure=True if self._tls is not None and self._tls.insecure else None,
+            timeout=self._connect_timeout,
+        )
+        enable_manual_ack(client)
+        return client
+
+    async def connect(self) -> None:
+        """Connect (a new client each time); raise TransportError if the broker refuses."""
+        await self.disconnect()
+        try:
+            client = self._make_client()
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise TransportError(f"cannot set up the connection: {exc}") from exc
+        try:
+            await client.__aenter__()
+        except aiomqtt.MqttError as exc:
+            raise TransportError(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
+        self._client = client
+        self._connection += 1
+
+    async def subscribe(self, filters: Sequence[tuple[str, int]]) -> None:
+        """Subscribe to every ``(filter, qos)`` in one SUBSCRIBE; raise if any is refused."""
+        client = self._require()
+        try:
+            granted = await client.subscribe(list(filters))
+        except aiomqtt.MqttError as exc:
+            raise TransportError(f"subscribe failed: {exc}") from exc
+        codes = granted if isinstance(granted, (list, tuple)) else ()
+        refused = [name for (name, _), code in zip(filters, codes, strict=False) if _refused(code)]
+        if refused:
+            raise TransportError(f"the broker refused the subscription to {', '.join(refused)}")
+
+    async def messages(self) -> AsyncIterator[Inbound]:
+        """Yield messages until the connection is lost (then raise TransportError)."""
+        client = self._require()
+        queue = message_queue(client)
+        waiting = client.messages
+        connection = self._connection
+        while True:
+            if queue.empty():
+                # aiomqtt's iterator also watches for the connection going away.
+                try:
+                    message = await anext(waiting)
+                except aiomqtt.MqttError as exc:
+                    raise TransportError(f"connection lost: {_cause(exc)}") from exc
+            else:
+                message = queue.get_nowait()
+            body = message.payload
+            yield Inbound(
+                message.topic.value,
+                body if isinstance(body, bytes) else str(body or "").encode(),
+                message.qos,
+                message.retain,
+                message.mid,
+                _properties(message.properties),
+                connection,
+            )
+
+    def ack(self, message: Inbound) -> None:
+        """Acknowledge ``message`` if it arrived on the current, live connection."""
+        client = self._client
+        if client is None or message.connection != self._connection or message.qos == 0:
+            return
+        with contextlib.suppress(TransportError):  # the connection is going: it will resend
+            send_ack(client, message.mid, message.qos)
+
+    async def publish(
+        self,
+        topic: str,
+        body: bytes,
+        *,
+        qos: int,
+        user_properties: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """Publish; user properties are sent on MQTT 5 only."""
+        client = self._require()
+        properties = None
+        if self.v5 and user_properties:
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            properties.UserProperty = list(user_properties)
+        try:
+            await client.publish(topic, body, qos=qos, properties=properties)
+        except aiomqtt.MqttError as exc:
+            raise TransportError(f"publish to {topic!r} failed: {exc}") from exc
+
+    async def disconnect(self) -> None:
+        """Disconnect cleanly (bounded in time); never raises."""
+        client, self._client = self._client, None
+        if client is None:
+            return
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client.__aexit__(None, None, None), _DISCONNECT_TIMEOUT)
+
+    def _require(self) -> aiomqtt.Client:
+        if self._client is None:
+            raise TransportError("not connected")
+        return self._client
+
+
+def _refused(code: object) -> bool:
+    """Whether a SUBACK code is a failure (0x80 and up; a ReasonCode says so itself)."""
+    if isinstance(code, int):
+        return code >= 0x80  # noqa: PLR2004 - the MQTT failure range
+    return bool(getattr(code, "is_failure", False))
+
+
+def _cause(exc: BaseException) -> str:
+    cause = exc.__cause__
+    return str(exc) if cause is None else f"{exc} ({cause})"

@@ -1,0 +1,141 @@
+"""The command line: ``mqtt-collector run|check|route``. The only place logging is configured."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import structlog
+
+from mqtt_collector import __version__
+from mqtt_collector._config import load_config
+from mqtt_collector._daemon import Daemon
+from mqtt_collector._exceptions import ConfigError, LifecycleError
+from mqtt_collector._logging import configure_logging
+from mqtt_collector._mapper import Mapper
+from mqtt_collector._wiring import build_routes
+
+if TYPE_CHECKING:
+    from mqtt_collector._config import Config
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FATAL, EXIT_CONFIG = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mqtt-collector",
+        description="Feed MQTT messages, routed by topic, into Python collectors.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, text in (
+        ("run", "run the daemon until SIGTERM/SIGINT, then drain and stop"),
+        ("check", "validate the config, import every collector, print the routes"),
+        ("route", "print where one MQTT topic would go"),
+    ):
+        command = commands.add_parser(name, help=text, description=text)
+        command.add_argument("--config", "-c", required=True, metavar="FILE", help="YAML file")
+        if name == "route":
+            command.add_argument("topic", metavar="TOPIC", help="an MQTT topic name")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    if args.command == "check":
+        return _check(config)
+    if args.command == "route":
+        return _route(config, args.topic)
+    return _run(config)
+
+
+def _collectors_for(config: Config, topics: Sequence[str]) -> list[str]:
+    wanted = set(topics)
+    return [c.key for c in config.collectors if wanted.intersection(c.topics)]
+
+
+def _check(config: Config) -> int:
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"{config.path}: OK")
+    for sub in config.subscriptions:
+        collectors = _collectors_for_templates(config, sub.topics)
+        print(
+            f"  {sub.mqtt_filter} (qos {sub.qos}, {sub.decode}) -> "
+            f"topics {list(sub.topics)} -> collectors {collectors}"
+        )
+    for collector in config.collectors:
+        lifecycle = f", lifecycle {collector.lifecycle_path}" if collector.lifecycle_path else ""
+        print(f"  collector {collector.key}: {collector.processor_path}{lifecycle}")
+    return EXIT_OK
+
+
+def _collectors_for_templates(config: Config, templates: Sequence[str]) -> list[str]:
+    # A template with placeholders may reach any collector topic it can render to.
+    found = []
+    for collector in config.collectors:
+        for sub in config.subscriptions:
+            if tuple(sub.topics) != tuple(templates):
+                continue
+            if any(
+                template.could_produce(topic, filter_=sub.matcher)
+                for template in sub.templates
+                for topic in collector.topics
+            ):
+                found.append(collector.key)
+                break
+    return found
+
+
+def _route(config: Config, topic: str) -> int:
+    mapper = Mapper(build_routes(config), default_priority=config.queue.default_priority)
+    matches = mapper.matches(topic)
+    if not matches:
+        print(f"{topic}: no subscription matches")
+        return EXIT_OK
+    for route, captures in matches:
+        topics = [template.render(topic, captures) for template in route.templates]
+        print(
+            f"{topic}: subscription {route.filter} captures {list(captures)} -> "
+            f"topics {topics} -> collectors {_collectors_for(config, topics)}"
+        )
+    return EXIT_OK
+
+
+def _run(config: Config) -> int:
+    configure_logging(level=config.logging.level, fmt=config.logging.format)
+    log = structlog.get_logger("mqtt_collector.cli")
+    for warning in config.warnings:
+        log.warning("config", warning=warning)
+    try:
+        asyncio.run(_serve(Daemon(config)))
+    except LifecycleError as exc:
+        log.error("cannot start", error=str(exc))
+        return EXIT_FATAL
+    except OSError as exc:
+        log.error("fatal", error=str(exc))
+        return EXIT_FATAL
+    return EXIT_OK
+
+
+async def _serve(daemon: Daemon) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, daemon.stop)
+    try:
+        await daemon.run()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)

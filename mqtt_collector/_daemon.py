@@ -1,0 +1,210 @@
+"""The daemon: connect, subscribe, map each message into the queue, ack when processed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import random
+from typing import TYPE_CHECKING
+
+import structlog
+
+from mqtt_collector._acker import Acker, Ticket
+from mqtt_collector._event import CollectorEvent
+from mqtt_collector._exceptions import QueueShutDownError, TransportError
+from mqtt_collector._mapper import Mapper, MappingError
+from mqtt_collector._metrics import Metrics, MetricsServer
+from mqtt_collector._notify import notify
+from mqtt_collector._queue import CollectorQueue
+from mqtt_collector._result import Error
+from mqtt_collector._wiring import build_collectors, build_routes, build_transport, queue_type
+
+if TYPE_CHECKING:
+    from mqtt_collector._config import Config
+    from mqtt_collector._transport import Inbound, Transport
+
+__all__ = ["Daemon"]
+
+logger = structlog.get_logger("mqtt_collector.daemon")
+
+
+class Daemon:
+    """One running mqtt-collector: a broker connection feeding a collector queue.
+
+    ``await daemon.run()`` runs until ``daemon.stop()`` (the CLI calls it on SIGTERM and
+    SIGINT), then stops reading, processes and acks what was queued (bounded by
+    ``queue.drain_timeout``), disconnects and exits the lifecycles. A lifecycle that
+    fails at start raises LifecycleError before anything connects.
+    """
+
+    def __init__(self, config: Config, *, transport: Transport | None = None) -> None:
+        """Build every part from ``config``; nothing runs until ``run()``."""
+        self.config = config
+        self.metrics = Metrics()
+        self.transport: Transport = transport or build_transport(config.broker)
+        self.mapper = Mapper(build_routes(config), default_priority=config.queue.default_priority)
+        self.acker = Acker(self.transport, on_ack=self.metrics.acked.inc)
+        q = config.queue
+        self.queue = CollectorQueue(
+            build_collectors(config, publish=self._publish, on_outcome=self.metrics.outcome),
+            min_consumers=q.min_consumers,
+            max_consumers=q.max_consumers,
+            queue_type=queue_type(q.type),
+            default_priority=q.default_priority,
+            maxsize=q.maxsize,
+        )
+        self.metrics.queued.set_function(self.queue.qsize)
+        self.metrics.consumers.set_function(lambda: self.queue.consumers)
+        self.metrics.unacked.set_function(lambda: len(self.acker))
+        self._filters = [(sub.mqtt_filter, sub.qos) for sub in config.subscriptions]
+        self._stopping: asyncio.Event | None = None
+        self._stop_requested = False
+        self.ready = False  # connected and subscribed
+
+    def stop(self) -> None:
+        """Ask the daemon to stop (safe to call from a signal handler, or more than once)."""
+        self._stop_requested = True
+        if self._stopping is not None:
+            self._stopping.set()
+
+    async def run(self) -> None:
+        """Run until stopped; raise LifecycleError or a fatal error after cleaning up."""
+        self._stopping = asyncio.Event()
+        if self._stop_requested:
+            self._stopping.set()
+        server = self._metrics_server()
+        try:
+            await self.queue.init_queue()
+            logger.info(
+                "started",
+                collectors=[c.key for c in self.queue.collectors],
+                consumers=self.queue.consumers,
+            )
+            notify("READY=1")
+            reader = asyncio.create_task(self._read_forever(), name="mqtt-reader")
+            stopping = asyncio.create_task(self._stopping.wait())
+            await asyncio.wait({reader, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            notify("STOPPING=1")
+            reader.cancel()
+            stopping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            logger.info("draining", queued=self.queue.qsize(), running=self.queue.busy)
+            await self.queue.shut_down_queue(timeout=self.config.queue.drain_timeout)
+            await self.transport.disconnect()
+            logger.info("stopped")
+        finally:
+            if server is not None:
+                server.stop()
+
+    def _metrics_server(self) -> MetricsServer | None:
+        listen = self.config.metrics.listen
+        if listen is None:
+            return None
+        server = MetricsServer(self.metrics, listen.host, listen.port, ready=lambda: self.ready)
+        server.start()
+        logger.info("serving metrics", host=listen.host, port=server.port)
+        return server
+
+    async def _read_forever(self) -> None:
+        """Stay connected and subscribed, with exponential backoff and jitter between tries."""
+        reconnect = self.config.broker.reconnect
+        broker = self.config.broker
+        failures = 0
+        lost = False
+        while True:
+            try:
+                await self.transport.connect()
+            except TransportError as exc:
+                failures += 1
+                delay = _backoff(failures, reconnect.initial_delay, reconnect.max_delay)
+                # One line per state change, then only now and again (1, 2, 4, 8, ... tries).
+                if failures & (failures - 1) == 0:
+                    log = logger.warning if failures == 1 else logger.info
+                    log(
+                        "cannot connect",
+                        error=str(exc),
+                        attempts=failures,
+                        retry_in=round(delay, 2),
+                    )
+                await asyncio.sleep(delay)
+                continue
+            self.metrics.connections.inc()
+            logger.info(
+                "reconnected" if lost else "connected",
+                host=broker.host,
+                port=broker.port,
+                client_id=broker.client_id,
+                attempts=failures + 1,
+            )
+            failures = 0
+            try:
+                await self.transport.subscribe(self._filters)
+                logger.info("subscribed", filters=[f for f, _ in self._filters])
+                self.ready = True
+                self.metrics.connected.set(1)
+                async for inbound in self.transport.messages():
+                    await self._handle(inbound)
+            except TransportError as exc:
+                logger.warning("connection lost", error=str(exc))
+            finally:
+                self.ready = False
+                self.metrics.connected.set(0)
+            lost = True
+            await self.transport.disconnect()
+            await asyncio.sleep(_backoff(1, reconnect.initial_delay, reconnect.max_delay))
+
+    async def _handle(self, inbound: Inbound) -> None:
+        """Map one message and queue it; ack at once what will never reach a collector."""
+        self.metrics.received.inc()
+        ticket = self.acker.track(inbound)
+        try:
+            payload = self.mapper.map(inbound)
+        except MappingError as exc:
+            self.metrics.rejected.labels(exc.reason).inc()
+            logger.warning(
+                "message refused",
+                topic=inbound.topic,
+                reason=str(exc),
+                size=len(inbound.body),
+            )
+            if ticket is not None:
+                self.acker.done(ticket)
+            return
+        if payload is None:
+            self.metrics.rejected.labels("unrouted").inc()
+            logger.debug("no subscription matches", topic=inbound.topic)
+            if ticket is not None:
+                self.acker.done(ticket)
+            return
+        event = await self.queue.get_publisher().send(payload)
+        if ticket is not None:
+            event.add_done_callback(functools.partial(self._settled, ticket))
+
+    def _settled(self, ticket: Ticket, event: CollectorEvent) -> None:
+        # Only work the shutdown gave up on stays unacked (the broker sends it again); an
+        # Error the error policy handled is acked like a success.
+        results = event.get_result()
+        abandoned = (results is not None and not self.queue.running) and any(
+            isinstance(r, Error)
+            and isinstance(r.exception, (QueueShutDownError, asyncio.CancelledError))
+            for r in results
+        )
+        self.acker.done(ticket, ack=not abandoned)
+
+    async def _publish(
+        self,
+        topic: str,
+        body: bytes,
+        *,
+        qos: int,
+        user_properties: list[tuple[str, str]] | None = None,
+    ) -> None:
+        await self.transport.publish(topic, body, qos=qos, user_properties=user_properties or ())
+
+
+def _backoff(failures: int, initial: float, maximum: float) -> float:
+    """Return a delay between ``initial`` and the exponential bound for this try (full jitter)."""
+    bound = min(maximum, initial * 2 ** min(failures - 1, 32))
+    return random.uniform(initial, max(initial, bound))  # noqa: S311 - jitter, not crypto

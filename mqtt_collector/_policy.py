@@ -1,0 +1,188 @@
+"""The error policy of a collector: a time bound, retries with backoff, and a dead letter."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from mqtt_collector._collector import Context
+from mqtt_collector._message import Message
+from mqtt_collector._payload import Payload
+from mqtt_collector._result import Error, Ok, Result
+from mqtt_collector._typing import Processor
+
+__all__ = ["DeadLetter", "Policy", "guard"]
+
+logger = structlog.get_logger("mqtt_collector.policy")
+
+Publish = Callable[..., Awaitable[None]]
+"""``publish(topic, body, *, qos, user_properties)``, the daemon's transport publish."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLetter:
+    """Where a message goes once a collector has failed it for good."""
+
+    topic: str
+    qos: int
+    v5: bool  # MQTT 5: the error goes in user properties; 3.1.1: in a JSON envelope
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Policy:
+    """How one collector's failures are handled."""
+
+    timeout: float | None = None
+    attempts: int = 1
+    backoff: float = 0.5
+    max_backoff: float = 30.0
+    dead_letter: DeadLetter | None = None
+
+
+Hook = Callable[[str, str], None]
+"""``hook(collector_key, outcome)`` for metrics: outcome is ok, error, retry, dead_letter."""
+
+
+def guard(  # noqa: C901 - one closure per concern reads better than a class here
+    key: str,
+    processor: Processor,
+    policy: Policy,
+    *,
+    publish: Publish | None = None,
+    on_outcome: Hook | None = None,
+) -> Processor:
+    """Wrap ``processor`` so timeouts, retries, the dead letter and logging happen per ``policy``.
+
+    The wrapped processor never raises: every failure is an Error result, logged with the
+    message's topic and counted through ``on_outcome``.
+    """
+    timeout, attempts = policy.timeout, policy.attempts
+
+    async def once(payload: Payload[Any], ctx: Context) -> Result:
+        try:
+            if timeout is None:
+                result = await processor(payload, ctx)
+            else:
+                async with asyncio.timeout(timeout):
+                    result = await processor(payload, ctx)
+        except TimeoutError as exc:
+            if timeout is None:
+                return Error(exc)
+            return Error(TimeoutError(f"processor did not finish within {timeout}s"))
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            return Error(exc)
+        except Exception as exc:  # noqa: BLE001 - every processor fault becomes an Error
+            return Error(exc)
+        if result.__class__ is Ok or result.__class__ is Error:
+            return result
+        return Error(TypeError(f"processor returned {type(result).__name__}, not Ok or Error"))
+
+    async def guarded(payload: Payload[Any], ctx: Context) -> Result:
+        result = await once(payload, ctx)
+        if result.__class__ is Ok:
+            if on_outcome is not None:
+                on_outcome(key, "ok")
+            return result
+        attempt = 1
+        while attempt < attempts and isinstance(result, Error):
+            delay = min(policy.backoff * 2 ** (attempt - 1), policy.max_backoff)
+            logger.info(
+                "retrying",
+                collector=key,
+                topic=_topic(payload),
+                attempt=attempt + 1,
+                of=attempts,
+                delay=delay,
+                error=_describe(result.exception),
+            )
+            if on_outcome is not None:
+                on_outcome(key, "retry")
+            await asyncio.sleep(delay)
+            attempt += 1
+            result = await once(payload, ctx)
+        if isinstance(result, Ok):
+            if on_outcome is not None:
+                on_outcome(key, "ok")
+            return result
+        logger.error(
+            "collector failed",
+            collector=key,
+            topic=_topic(payload),
+            attempts=attempt,
+            error=_describe(result.exception),
+        )
+        if on_outcome is not None:
+            on_outcome(key, "error")
+        if policy.dead_letter is not None and publish is not None:
+            await _dead_letter(
+                key=key,
+                payload=payload,
+                result=result,
+                target=policy.dead_letter,
+                publish=publish,
+                on_outcome=on_outcome,
+            )
+        return result
+
+    return guarded
+
+
+async def _dead_letter(
+    *,
+    key: str,
+    payload: Payload[Any],
+    result: Error,
+    target: DeadLetter,
+    publish: Publish,
+    on_outcome: Hook | None,
+) -> None:
+    value = payload.value
+    topic = value.topic if isinstance(value, Message) else ""
+    raw = value.raw if isinstance(value, Message) else repr(value).encode()
+    error = _describe(result.exception)
+    try:
+        if target.v5:
+            await publish(
+                target.topic,
+                raw,
+                qos=target.qos,
+                user_properties=[("error", error), ("collector", key), ("topic", topic)],
+            )
+        else:
+            envelope = {
+                "error": error,
+                "collector": key,
+                "topic": topic,
+                "body": raw.decode("utf-8", "backslashreplace"),
+            }
+            await publish(target.topic, json.dumps(envelope).encode(), qos=target.qos)
+    except Exception as exc:  # noqa: BLE001 - a failed dead letter is logged, never raised
+        logger.error(
+            "dead letter not published",
+            collector=key,
+            topic=topic,
+            dead_letter_topic=target.topic,
+            error=_describe(exc),
+        )
+        return
+    logger.warning("dead-lettered", collector=key, topic=topic, dead_letter_topic=target.topic)
+    if on_outcome is not None:
+        on_outcome(key, "dead_letter")
+
+
+def _topic(payload: Payload[Any]) -> str | None:
+    value = payload.value
+    return value.topic if isinstance(value, Message) else None
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

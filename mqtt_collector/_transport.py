@@ -1,0 +1,80 @@
+"""The MQTT client interface the daemon uses, so a client library can be swapped behind it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+__all__ = ["Inbound", "Transport"]
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One message as the transport received it, before any decoding.
+
+    Attributes:
+        topic: the topic it was published to.
+        body: the body bytes.
+        qos: 0, 1 or 2.
+        retain: the retain flag.
+        mid: the packet identifier (meaningful for QoS 1 and 2).
+        properties: MQTT 5 properties by name; empty on 3.1.1.
+        connection: which connection (1, 2, ...) it arrived on; acks only go out on it.
+    """
+
+    topic: str
+    body: bytes
+    qos: int
+    retain: bool
+    mid: int
+    properties: Mapping[str, Any]
+    connection: int
+
+
+class Transport(Protocol):
+    """What the daemon needs of an MQTT client: connect, subscribe, read, ack, publish, disconnect.
+
+    Errors of the connection are raised as ``TransportError``.
+    """
+
+    @property
+    def connection(self) -> int:
+        """The number of the current connection (0 before the first)."""
+        ...
+
+    @property
+    def connected(self) -> bool:
+        """Whether a connection is up."""
+        ...
+
+    async def connect(self) -> None:
+        """Connect, or raise TransportError."""
+        ...
+
+    async def subscribe(self, filters: Sequence[tuple[str, int]]) -> None:
+        """Subscribe to each ``(filter, qos)``."""
+        ...
+
+    def messages(self) -> AsyncIterator[Inbound]:
+        """Yield messages as they arrive; raise TransportError when the connection is lost."""
+        ...
+
+    def ack(self, message: Inbound) -> None:
+        """Acknowledge a QoS 1/2 message, if it arrived on the current connection."""
+        ...
+
+    async def publish(
+        self,
+        topic: str,
+        body: bytes,
+        *,
+        qos: int,
+        user_properties: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """Publish a message (waiting for the broker's ack at QoS 1/2)."""
+        ...
+
+    async def disconnect(self) -> None:
+        """Disconnect cleanly if connected; never raises."""
+        ...

@@ -1,0 +1,105 @@
+"""Building the daemon's parts from a loaded Config."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mqtt_collector._aiomqtt import AiomqttTransport, TLSOptions
+from mqtt_collector._buffer import QueueType
+from mqtt_collector._collector import Collector, Context
+from mqtt_collector._config_broker import Protocol
+from mqtt_collector._mapper import Route
+from mqtt_collector._policy import DeadLetter, Policy, Publish, guard
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from mqtt_collector._config import Config
+    from mqtt_collector._config_broker import BrokerConfig
+
+__all__ = ["build_collectors", "build_routes", "build_transport", "queue_type"]
+
+
+def build_transport(broker: BrokerConfig) -> AiomqttTransport:
+    """Return the transport ``broker.client`` names, set up from ``broker``."""
+    tls = None
+    if broker.tls is not None:
+        tls = TLSOptions(
+            ca_file=None if broker.tls.ca_file is None else str(broker.tls.ca_file),
+            cert_file=None if broker.tls.cert_file is None else str(broker.tls.cert_file),
+            key_file=None if broker.tls.key_file is None else str(broker.tls.key_file),
+            insecure=broker.tls.insecure,
+        )
+    return AiomqttTransport(
+        host=broker.host,
+        port=broker.port,
+        client_id=broker.client_id,
+        protocol=broker.protocol.value,
+        username=broker.username,
+        password=None if broker.password is None else broker.password.get_secret_value(),
+        tls=tls,
+        keepalive=broker.keepalive,
+        persistent=broker.session.persistent,
+        session_expiry=broker.session.expiry,
+        receive_maximum=broker.receive_maximum,
+    )
+
+
+def build_routes(config: Config) -> list[Route]:
+    """Return the mapper's routes, one per subscription, in config order."""
+    return [
+        Route(
+            filter=sub.filter,
+            matcher=sub.matcher,
+            templates=sub.templates,
+            decode=sub.decode,
+            priority=sub.priority,
+            max_body_bytes=sub.max_body_bytes,
+        )
+        for sub in config.subscriptions
+    ]
+
+
+def build_collectors(
+    config: Config,
+    *,
+    publish: Publish | None,
+    on_outcome: Callable[[str, str], None] | None,
+) -> list[Collector]:
+    """Return a Collector per ``collectors:`` entry, its processor guarded by its error policy.
+
+    Each Context gets ``key`` and ``options`` before the lifecycle runs.
+    """
+    v5 = config.broker.protocol is Protocol.V5
+    collectors = []
+    for entry in config.collectors:
+        dead_letter = None
+        if entry.dead_letter is not None:
+            dead_letter = DeadLetter(
+                topic=entry.dead_letter.topic, qos=entry.dead_letter.qos, v5=v5
+            )
+        policy = Policy(
+            timeout=entry.timeout,
+            attempts=entry.retry.attempts,
+            backoff=entry.retry.backoff,
+            max_backoff=entry.retry.max_backoff,
+            dead_letter=dead_letter,
+        )
+        processor = guard(
+            entry.key, entry.processor, policy, publish=publish, on_outcome=on_outcome
+        )
+        collectors.append(
+            Collector(
+                entry.key,
+                processor,
+                lifecycle=entry.lifecycle,
+                topics=entry.topics,
+                ctx=Context(key=entry.key, options=entry.options),
+            )
+        )
+    return collectors
+
+
+def queue_type(name: str) -> QueueType:
+    """Return the QueueType for ``queue.type``."""
+    return QueueType(name)
