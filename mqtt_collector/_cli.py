@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import structlog
@@ -120,7 +120,8 @@ def _run(config: Config) -> int:
     for warning in config.warnings:
         log.warning("config", warning=warning)
     try:
-        asyncio.run(_serve(Daemon(config)))
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(_serve(Daemon(config)))
     except LifecycleError as exc:
         log.error("cannot start", error=str(exc))
         return EXIT_FATAL
@@ -128,6 +129,15 @@ def _run(config: Config) -> int:
         log.error("fatal", error=str(exc))
         return EXIT_FATAL
     return EXIT_OK
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """Return uvloop's loop factory when the ``uvloop`` extra is installed, else None."""
+    try:
+        import uvloop  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415 - optional
+    except ImportError:
+        return None
+    return uvloop.new_event_loop  # type: ignore[no-any-return,unused-ignore]
 
 
 async def _serve(daemon: Daemon) -> None:

@@ -125,7 +125,7 @@ class SimpleRouter(Router):
         return await self.deliver(payload, self.select(payload))
 
     def select(self, payload: Payload[Any]) -> Sequence[Collector]:
-        """Return the collectors ``payload`` goes to, each once, in collector order per topic/key."""
+        """Return the collectors ``payload`` goes to, each once."""
         delivery = payload.delivery
         if delivery is Delivery.TOPIC:
             topics = payload.topics
