@@ -26,7 +26,9 @@ from mqtt_collector._typing import LifecycleManager, Processor
 
 try:
     __version__ = _metadata.version("mqtt-collector")
-except _metadata.PackageNotFoundError:  # pragma: no cover - running from a tree that is not installed
+except (
+    _metadata.PackageNotFoundError
+):  # pragma: no cover - running from a tree that is not installed
     __version__ = "0+unknown"
 
 __all__ = [

@@ -192,7 +192,11 @@ class Pool:
         if why is _WOKEN:
             self.waking -= 1
             return True
-        return why is _EXPIRED and len(self.consumers) <= self.min
+        if why is _EXPIRED:
+            # A payload sent after the timer fired but before we resumed found our getter
+            # done and started no consumer for it (we still counted towards max): stay for it.
+            return len(self.consumers) <= self.min or bool(self.buffer or self.fanout)
+        return False
 
     async def consume(self) -> None:  # noqa: C901, PLR0912, PLR0915 - the hot loop, kept whole
         """Take payloads and run their deliveries until stopped (or idle above the minimum)."""
