@@ -105,12 +105,18 @@ def _route(config: Config, topic: str) -> int:
     if not matches:
         print(f"{topic}: no subscription matches")
         return EXIT_OK
-    for route, captures in matches:
-        topics = [template.render(topic, captures) for template in route.templates]
-        print(
-            f"{topic}: subscription {route.filter} captures {list(captures)} -> "
-            f"topics {topics} -> collectors {_collectors_for(config, topics)}"
-        )
+    # The first matching subscription decides decoding, captures and priority; the Payload
+    # topics are the union over all of them, and each collector gets the message once.
+    (route, captures), others = matches[0], matches[1:]
+    topics = list(mapper.payload_topics(topic))
+    priority = config.queue.default_priority if route.priority is None else route.priority
+    print(
+        f"{topic}: subscription {route.filter} (decode {route.decode}, priority {priority})"
+        f" captures {list(captures)} -> topics {topics}"
+        f" -> collectors {_collectors_for(config, topics)}"
+    )
+    if others:
+        print(f"  also matches {', '.join(other.filter for other, _ in others)}")
     return EXIT_OK
 
 

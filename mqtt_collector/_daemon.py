@@ -18,7 +18,14 @@ from mqtt_collector._metrics import Metrics, MetricsServer
 from mqtt_collector._notify import notify
 from mqtt_collector._queue import CollectorQueue
 from mqtt_collector._result import Error
-from mqtt_collector._wiring import build_collectors, build_routes, build_transport, queue_type
+from mqtt_collector._wiring import (
+    build_collectors,
+    build_filters,
+    build_routes,
+    build_transport,
+    overlapping_filters,
+    queue_type,
+)
 
 if TYPE_CHECKING:
     from mqtt_collector._config import Config
@@ -57,7 +64,7 @@ class Daemon:
         self.metrics.queued.set_function(self.queue.qsize)
         self.metrics.consumers.set_function(lambda: self.queue.consumers)
         self.metrics.unacked.set_function(lambda: len(self.acker))
-        self._filters = [(sub.mqtt_filter, sub.qos) for sub in config.subscriptions]
+        self._filters = build_filters(config)
         self._stopping: asyncio.Event | None = None
         self._stop_requested = False
         self.ready = False  # connected and subscribed
@@ -81,6 +88,11 @@ class Daemon:
                 collectors=[c.key for c in self.queue.collectors],
                 consumers=self.queue.consumers,
             )
+            for first, second in overlapping_filters(self._filters):
+                logger.warning(
+                    "overlapping subscriptions: a message matching both arrives twice",
+                    filters=[first, second],
+                )
             notify("READY=1")
             reader = asyncio.create_task(self._read_forever(), name="mqtt-reader")
             stopping = asyncio.create_task(self._stopping.wait())

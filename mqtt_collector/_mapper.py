@@ -52,6 +52,16 @@ def _decode(kind: str, body: bytes) -> object:
     return body
 
 
+def _union(topic: str, found: Sequence[tuple[Route, tuple[str, ...]]]) -> tuple[str, ...]:
+    """Every matching route's rendered topics, each once, in config order."""
+    names = {
+        template.render(topic, captures): None
+        for route, captures in found
+        for template in route.templates
+    }
+    return tuple(names)
+
+
 class Mapper:
     """Turns messages into ``Payload(Message, delivery=TOPIC)`` by the configured routes.
 
@@ -72,6 +82,10 @@ class Mapper:
             if captures is not None:
                 found.append((route, captures))
         return found
+
+    def payload_topics(self, topic: str) -> tuple[str, ...]:
+        """Return the Payload topics a message on ``topic`` gets (empty if no route matches)."""
+        return _union(topic, self.matches(topic))
 
     def map(self, inbound: Inbound) -> Payload[Message] | None:
         """Return the Payload for ``inbound``, or None if no route matches its topic.
@@ -94,12 +108,7 @@ class Mapper:
         if len(found) == 1 and len(first.templates) == 1:
             topics: tuple[str, ...] = (first.templates[0].render(topic, captures),)
         else:
-            names = {
-                template.render(topic, route_captures): None
-                for route, route_captures in found
-                for template in route.templates
-            }
-            topics = tuple(names)
+            topics = _union(topic, found)
         message = Message(
             topic=topic,
             data=data,

@@ -10,6 +10,7 @@ from mqtt_collector._collector import Collector, Context
 from mqtt_collector._config_broker import Protocol
 from mqtt_collector._mapper import Route
 from mqtt_collector._policy import DeadLetter, Policy, Publish, guard
+from mqtt_collector._topic import split_shared
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -17,7 +18,16 @@ if TYPE_CHECKING:
     from mqtt_collector._config import Config
     from mqtt_collector._config_broker import BrokerConfig
 
-__all__ = ["build_collectors", "build_routes", "build_transport", "queue_type"]
+__all__ = [
+    "build_collectors",
+    "build_filters",
+    "build_routes",
+    "build_transport",
+    "overlapping_filters",
+    "queue_type",
+]
+
+_WILDCARDS = frozenset({"+", "#"})
 
 
 def build_transport(broker: BrokerConfig) -> AiomqttTransport:
@@ -103,3 +113,82 @@ def build_collectors(
 def queue_type(name: str) -> QueueType:
     """Return the QueueType for ``queue.type``."""
     return QueueType(name)
+
+
+def build_filters(config: Config) -> list[tuple[str, int]]:
+    """Return the ``(filter, qos)`` pairs to subscribe to: none covered by another.
+
+    A broker sends a message once per matching subscription of a client (Mosquitto does),
+    and the mapper already routes every copy by every matching subscription: so a filter
+    another one covers (``a/+`` under ``a/#``, or the same filter twice) is not subscribed
+    to, and the covering filter takes the highest QoS of those it stands for.
+    """
+    wanted: dict[str, int] = {}
+    for sub in config.subscriptions:
+        wanted[sub.mqtt_filter] = max(sub.qos, wanted.get(sub.mqtt_filter, 0))
+    names = list(wanted)
+    kept: dict[str, int] = {}
+    for index, name in enumerate(names):
+        # Of two filters that cover each other (``#`` and ``+/#``), the first one stays.
+        if any(
+            other != name
+            and covers(other, name)
+            and (not covers(name, other) or names.index(other) < index)
+            for other in names
+        ):
+            continue
+        kept[name] = max(qos for other, qos in wanted.items() if covers(name, other))
+    return list(kept.items())
+
+
+def overlapping_filters(filters: list[tuple[str, int]]) -> list[tuple[str, str]]:
+    """Return the pairs of ``filters`` some topic matches both of (it would arrive twice)."""
+    names = [name for name, _ in filters]
+    return [
+        (first, second)
+        for index, first in enumerate(names)
+        for second in names[index + 1 :]
+        if _overlap(first, second)
+    ]
+
+
+def covers(outer: str, inner: str) -> bool:
+    """Whether every topic ``inner`` matches is also matched by ``outer`` (same share group)."""
+    outer_group, outer_plain = split_shared(outer)
+    inner_group, inner_plain = split_shared(inner)
+    if outer_group != inner_group:
+        return False
+    big, small = outer_plain.split("/"), inner_plain.split("/")
+    # A filter starting with a wildcard matches no topic starting with '$' (MQTT 5 §4.7.2).
+    if big[0] in _WILDCARDS and small[0] not in _WILDCARDS and small[0].startswith("$"):
+        return False
+    for index, level in enumerate(big):
+        if level == "#":
+            return True
+        if index >= len(small) or small[index] == "#":
+            return False
+        if level not in {"+", small[index]}:
+            return False
+    return len(small) == len(big)
+
+
+def _overlap(first: str, second: str) -> bool:
+    """Whether some topic matches both filters (same share group)."""
+    first_group, first_plain = split_shared(first)
+    second_group, second_plain = split_shared(second)
+    if first_group != second_group:
+        return False
+    a, b = first_plain.split("/"), second_plain.split("/")
+    for x, y in ((a[0], b[0]), (b[0], a[0])):
+        if x in _WILDCARDS and y not in _WILDCARDS and y.startswith("$"):
+            return False
+    for index in range(max(len(a), len(b))):
+        left = a[index] if index < len(a) else None
+        right = b[index] if index < len(b) else None
+        if "#" in {left, right}:
+            return True
+        if left is None or right is None:
+            return False
+        if left != right and "+" not in {left, right}:
+            return False
+    return True

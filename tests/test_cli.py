@@ -1,0 +1,414 @@
+"""The command line: ``check``, ``route``, ``--version`` in process; ``run`` as a real process."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mqtt_collector import __version__
+from mqtt_collector._cli import main
+from tests.daemon_helpers import (
+    WAIT,
+    Publisher,
+    free_port,
+    recorder,
+    wait_until_sync,
+    write_config,
+)
+from tests.mosquitto import Mosquitto
+
+ROOT = Path(__file__).resolve().parent.parent
+
+_SUBSCRIPTIONS = [
+    {"filter": "sensors/+/+/temperature", "topics": ["temperature", "site/{1}"]},
+    {"filter": "sensors/#", "decode": "text", "topics": ["all"]},
+]
+_COLLECTORS = [
+    {
+        "key": "store",
+        "processor": "tests.sample_collectors:store",
+        "lifecycle": "tests.sample_collectors:lifecycle",
+        "topics": ["temperature"],
+    },
+    {
+        "key": "sites",
+        "processor": "tests.sample_collectors:store",
+        "topics": ["site/kitchen", "all"],
+    },
+]
+
+
+def _write(directory: Path, tree: dict[str, Any]) -> Path:
+    path = directory / "config.yaml"
+    path.write_text(yaml.safe_dump(tree, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def _good(directory: Path) -> Path:
+    return _write(directory, {"subscriptions": _SUBSCRIPTIONS, "collectors": _COLLECTORS})
+
+
+class TestCheck:
+    """``mqtt-collector check``."""
+
+    def test_check_prints_routes(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """A good file: OK, each subscription with its topics and collectors, exit 0."""
+        path = _good(tmp_path)
+        assert main(["check", "--config", str(path)]) == 0
+        out = capsys.readouterr()
+        assert out.out.splitlines() == [
+            f"{path}: OK",
+            (
+                "  sensors/+/+/temperature (qos 1, json) -> topics ['temperature', 'site/{1}']"
+                " -> collectors ['store', 'sites']"
+            ),
+            "  sensors/# (qos 1, text) -> topics ['all'] -> collectors ['sites']",
+            (
+                "  collector store: tests.sample_collectors:store,"
+                " lifecycle tests.sample_collectors:lifecycle"
+            ),
+            "  collector sites: tests.sample_collectors:store",
+        ]
+        assert out.err == ""
+
+    def test_check_warns_of_unreachable_topic(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A collector topic no subscription produces is a warning on stderr, not an error."""
+        collectors = [*_COLLECTORS, {**_COLLECTORS[1], "key": "lost", "topics": ["nowhere"]}]
+        path = _write(tmp_path, {"subscriptions": _SUBSCRIPTIONS, "collectors": collectors})
+        assert main(["check", "--config", str(path)]) == 0
+        err = capsys.readouterr().err
+        assert "warning:" in err
+        assert "'nowhere' is produced by no subscription" in err
+
+    @pytest.mark.parametrize(
+        ("change", "expected"),
+        [
+            pytest.param(
+                {"sub": {"qos": 3}}, "subscriptions[0].qos: must be 0, 1 or 2, got 3", id="qos"
+            ),
+            pytest.param({"sub": {"bogus": 1}}, "subscriptions[0].bogus: unknown key", id="key"),
+            pytest.param(
+                {"sub": {"filter": "a/#/b"}},
+                "subscriptions[0].filter: invalid topic filter 'a/#/b': '#' must be the last level",
+                id="filter",
+            ),
+            pytest.param(
+                {"sub": {"topics": ["x/{2}"]}},
+                "subscriptions[0].topics[0]: topic template 'x/{2}': '{2}' names capture 2"
+                " but the filter has only 1 wildcard",
+                id="template",
+            ),
+            pytest.param(
+                {"col": {"options": {"path": "${MQTT_COLLECTOR_TEST_UNSET}"}}},
+                "collectors[0].options.path: environment variable 'MQTT_COLLECTOR_TEST_UNSET'"
+                " is not set",
+                id="env",
+            ),
+            pytest.param(
+                {"col": {"processor": "tests.sample_collectors:nope"}},
+                "collectors[0].processor: cannot import 'tests.sample_collectors:nope':"
+                " module 'tests.sample_collectors' has no attribute 'nope'",
+                id="import",
+            ),
+            pytest.param(
+                {"col": {"processor": "tests.sample_collectors:sync_processor"}},
+                "collectors[0].processor: 'tests.sample_collectors:sync_processor'"
+                " is not an async function",
+                id="sync",
+            ),
+        ],
+    )
+    def test_check_refuses_bad_config_in_one_line(
+        self,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch,
+        change: dict[str, dict[str, Any]],
+        expected: str,
+    ) -> None:
+        """A bad file: one line ``file: key.path: message`` on stderr, no traceback, exit 2."""
+        monkeypatch.delenv("MQTT_COLLECTOR_TEST_UNSET", raising=False)
+        sub = {"filter": "sensors/+", "topics": ["all"], **change.get("sub", {})}
+        col = {
+            "key": "store",
+            "processor": "tests.sample_collectors:store",
+            "topics": ["all"],
+            **change.get("col", {}),
+        }
+        path = _write(tmp_path, {"subscriptions": [sub], "collectors": [col]})
+        assert main(["check", "--config", str(path)]) == 2
+        out = capsys.readouterr()
+        assert out.out == ""
+        [line] = out.err.splitlines()
+        assert line.startswith(f"{path}: {expected}")
+        assert "Traceback" not in out.err
+
+    def test_check_refuses_missing_file(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A file that does not exist: one line naming it, exit 2."""
+        path = tmp_path / "absent.yaml"
+        assert main(["check", "--config", str(path)]) == 2
+        [line] = capsys.readouterr().err.splitlines()
+        assert line.startswith(f"{path}: cannot read:")
+
+    def test_run_refuses_bad_config_before_connecting(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """``run`` with a bad file exits 2 with the one line, configuring nothing."""
+        path = _write(tmp_path, {"subscriptions": [{"filter": "a/#/b"}], "collectors": []})
+        assert main(["run", "--config", str(path)]) == 2
+        [line] = capsys.readouterr().err.splitlines()
+        assert line.startswith(f"{path}: ")
+
+
+class TestRoute:
+    """``mqtt-collector route``."""
+
+    def test_route_prints_subscription_captures_topics_collectors(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """The deciding subscription, its captures, the union of topics and the collectors."""
+        path = _good(tmp_path)
+        assert main(["route", "--config", str(path), "sensors/kitchen/t1/temperature"]) == 0
+        assert capsys.readouterr().out.splitlines() == [
+            (
+                "sensors/kitchen/t1/temperature: subscription sensors/+/+/temperature"
+                " (decode json, priority 1000) captures ['kitchen', 't1']"
+                " -> topics ['temperature', 'site/kitchen', 'all'] -> collectors ['store', 'sites']"
+            ),
+            "  also matches sensors/#",
+        ]
+
+    def test_route_says_when_nothing_matches(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A topic no subscription matches is said so, exit 0."""
+        path = _good(tmp_path)
+        assert main(["route", "--config", str(path), "other/x"]) == 0
+        assert capsys.readouterr().out == "other/x: no subscription matches\n"
+
+
+class TestVersion:
+    """``--version``."""
+
+    def test_version_prints_name_and_version(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """``--version`` prints the program name and version and exits 0."""
+        with pytest.raises(SystemExit) as exited:
+            main(["--version"])
+        assert exited.value.code == 0
+        assert capsys.readouterr().out == f"mqtt-collector {__version__}\n"
+
+    def test_version_as_module(self) -> None:
+        """``python -m mqtt_collector --version`` works the same."""
+        done = subprocess.run(
+            [sys.executable, "-m", "mqtt_collector", "--version"],
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+            check=False,
+            cwd=ROOT,
+        )
+        assert (done.returncode, done.stdout) == (0, f"mqtt-collector {__version__}\n")
+
+
+class _Process:
+    """``python -m mqtt_collector run`` in a subprocess, its log (stderr) kept in a file."""
+
+    def __init__(self, config: Path, directory: Path) -> None:
+        self.log_path = directory / "daemon.log"
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mqtt_collector", "run", "--config", str(config)],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
+        )
+
+    def lines(self) -> list[dict[str, Any]]:
+        """Every log line so far, parsed as JSON (a line that is not JSON fails the test)."""
+        text = self.log_path.read_text(encoding="utf-8")
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    def events(self) -> list[str]:
+        """The ``event`` of every log line so far."""
+        return [line["event"] for line in self.lines()]
+
+    def wait_for_event(self, event: str) -> None:
+        """Wait until a line with ``event`` was logged (fail if the process exits first)."""
+        wait_until_sync(
+            lambda: event in self.events() or self.process.poll() is not None,
+            what=f"a {event!r} log line",
+        )
+        assert event in self.events(), f"exited {self.process.returncode}: {self.lines()}"
+
+    def stop(self, signum: int = signal.SIGTERM) -> int:
+        """Send ``signum`` and return the exit status."""
+        self.process.send_signal(signum)
+        return self.process.wait(timeout=WAIT + 5)
+
+    def close(self) -> None:
+        """Kill the process if still running and close the log."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=WAIT)
+        self._log.close()
+
+
+@pytest.fixture
+def run_process() -> Any:
+    """Start ``run`` subprocesses; kill any left at teardown."""
+    started: list[_Process] = []
+
+    def start(config: Path, directory: Path) -> _Process:
+        process = _Process(config, directory)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.close()
+
+
+def _metric(port: int, name: str) -> float:
+    """Read one unlabelled sample from a daemon's /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=WAIT) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(f"{name} "):
+                return float(line.split()[1])
+    return 0.0
+
+
+@pytest.mark.broker
+class TestRunProcess:
+    """``python -m mqtt_collector run`` as the real process an operator starts."""
+
+    def test_run_writes_jsonl_and_sqlite_then_stops_on_sigterm(
+        self, mosquitto: Mosquitto, topic_prefix: str, tmp_path: Path, run_process: Any
+    ) -> None:
+        """Messages reach the jsonl file and the sqlite table; SIGTERM exits 0; logs are JSON."""
+        p = topic_prefix
+        jsonl_path, db_path = tmp_path / "messages.jsonl", tmp_path / "messages.db"
+        config = write_config(
+            tmp_path,
+            port=mosquitto.port,
+            prefix=p,
+            collectors=[
+                {
+                    "key": "archive",
+                    "processor": "mqtt_collector.collectors.jsonl:write",
+                    "lifecycle": "mqtt_collector.collectors.jsonl:open_file",
+                    "topics": ["all"],
+                    "options": {"path": str(jsonl_path)},
+                },
+                {
+                    "key": "store",
+                    "processor": "mqtt_collector.collectors.sqlite:write",
+                    "lifecycle": "mqtt_collector.collectors.sqlite:open_database",
+                    "topics": ["all"],
+                    "options": {"path": str(db_path), "table": "readings"},
+                },
+            ],
+        )
+        daemon = run_process(config, tmp_path)
+        daemon.wait_for_event("subscribed")
+        with Publisher(mosquitto.port) as publisher:
+            for index in range(3):
+                publisher.publish_json(f"{p}/room/{index}", {"t": index})
+
+        def rows() -> list[tuple[str, str]]:
+            with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as db:
+                found = db.execute("SELECT topic, data FROM readings ORDER BY id").fetchall()
+            db.close()
+            return [(str(t), str(d)) for t, d in found]
+
+        def lines() -> list[dict[str, Any]]:
+            text = jsonl_path.read_text(encoding="utf-8")
+            return [json.loads(line) for line in text.splitlines()]
+
+        wait_until_sync(lambda: len(lines()) == 3 and len(rows()) == 3, what="3 lines and rows")
+        assert daemon.stop(signal.SIGTERM) == 0
+        expected = [(f"{p}/room/{i}", {"t": i}) for i in range(3)]
+        assert [(line["topic"], line["data"]) for line in lines()] == expected
+        assert [(topic, json.loads(data)) for topic, data in rows()] == expected
+        events = daemon.events()
+        assert events[-2:] == ["draining", "stopped"]
+        [connected] = [line for line in daemon.lines() if line["event"] == "connected"]
+        assert connected["level"] == "info"
+        assert connected["port"] == mosquitto.port
+        assert "timestamp" in connected
+
+    @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+    def test_run_drains_queued_messages_on_signal(
+        self,
+        mosquitto: Mosquitto,
+        topic_prefix: str,
+        tmp_path: Path,
+        run_process: Any,
+        signum: int,
+    ) -> None:
+        """Messages received but still queued when the signal comes are processed before exit 0."""
+        p = topic_prefix
+        records_path = tmp_path / "records.jsonl"
+        metrics_port = free_port()
+        config = write_config(
+            tmp_path,
+            port=mosquitto.port,
+            prefix=p,
+            collectors=[recorder("rec", ["all"], path=str(records_path), delay=0.2)],
+            queue={"min_consumers": 1, "max_consumers": 1},
+            metrics={"listen": f"127.0.0.1:{metrics_port}"},
+        )
+        daemon = run_process(config, tmp_path)
+        daemon.wait_for_event("subscribed")
+        with Publisher(mosquitto.port) as publisher:
+            for index in range(4):
+                publisher.publish_json(f"{p}/m", index)
+        wait_until_sync(
+            lambda: _metric(metrics_port, "mqtt_collector_messages_received_total") == 4,
+            what="4 messages received",
+        )
+        queued = _metric(metrics_port, "mqtt_collector_queue_size")
+        assert daemon.stop(signum) == 0
+        assert queued > 0  # the signal did come while work was queued
+        recorded = [json.loads(line)["data"] for line in records_path.read_text().splitlines()]
+        assert recorded == [0, 1, 2, 3]
+        [draining] = [line for line in daemon.lines() if line["event"] == "draining"]
+        assert draining["queued"] + draining["running"] > 0
+
+    def test_run_exits_1_when_a_lifecycle_fails(
+        self, mosquitto: Mosquitto, topic_prefix: str, tmp_path: Path, run_process: Any
+    ) -> None:
+        """A lifecycle failing at start: exit 1, one error line saying why, never connected."""
+        config = write_config(
+            tmp_path,
+            port=mosquitto.port,
+            prefix=topic_prefix,
+            collectors=[
+                {
+                    "key": "db",
+                    "processor": "tests.recording:record",
+                    "lifecycle": "tests.recording:failing_lifecycle",
+                    "topics": ["all"],
+                }
+            ],
+        )
+        daemon = run_process(config, tmp_path)
+        assert daemon.process.wait(timeout=WAIT) == 1
+        [line] = daemon.lines()
+        assert line["level"] == "error"
+        assert line["event"] == "cannot start"
+        assert "collector 'db': lifecycle setup failed" in line["error"]
+        assert "database at db.invalid:5432 refused" in line["error"]
