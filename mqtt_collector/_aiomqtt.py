@@ -10,10 +10,11 @@ from types import MappingProxyType
 from typing import Any
 
 import aiomqtt
+import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from mqtt_collector._aiomqtt_private import enable_manual_ack, message_queue, send_ack
+from mqtt_collector._aiomqtt_private import ReadGate, enable_manual_ack, message_queue, send_ack
 from mqtt_collector._exceptions import TransportError
 from mqtt_collector._transport import Inbound
 
@@ -83,7 +84,10 @@ class AiomqttTransport:
     """An MQTT connection through aiomqtt, acking QoS 1/2 messages only when told to.
 
     A new aiomqtt client is made for each connection, so nothing of a lost connection
-    (packet ids, unacked messages) leaks into the next one.
+    (packet ids, unacked messages) leaks into the next one. It stops reading the socket
+    while ``receive_maximum`` messages await their ack, whatever the broker does:
+    Mosquitto 2.0.11, for one, stops honouring Receive Maximum (and its own
+    ``max_inflight_messages``) once acks flow, and would flood a slow daemon.
     """
 
     def __init__(
@@ -119,6 +123,8 @@ class AiomqttTransport:
         self._connect_timeout = connect_timeout
         self._client: aiomqtt.Client | None = None
         self._connection = 0
+        self._gate: ReadGate | None = None
+        self._unacked = 0  # QoS 1/2 messages yielded on this connection and not yet acked
 
     @property
     def connection(self) -> int:
@@ -147,7 +153,9 @@ class AiomqttTransport:
             clean_session=None if self.v5 else not self._persistent,
             # MQTT 5: a persistent session must never be cleaned, not even on the
             # first connect of this process, or what the broker kept for us is lost.
-            clean_start=not self._persistent,
+            # paho refuses any other value than its default on 3.1.1 (clean_session
+            # says it there).
+            clean_start=not self._persistent if self.v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
             properties=properties,
             tls_context=self._tls.context() if self._tls is not None else None,
             tls_insecure=True if self._tls is not None and self._tls.insecure else None,
@@ -169,12 +177,18 @@ class AiomqttTransport:
             raise TransportError(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
         self._client = client
         self._connection += 1
+        self._unacked = 0
+        backlog = message_queue(client)
+        limit = self._receive_maximum
+        # Read but not yet handed out, plus handed out and not yet acked.
+        self._gate = ReadGate(client, full=lambda: backlog.qsize() + self._unacked >= limit)
 
     async def subscribe(self, filters: Sequence[tuple[str, int]]) -> None:
         """Subscribe to every ``(filter, qos)`` in one SUBSCRIBE; raise if any is refused."""
         client = self._require()
         try:
-            granted = await client.subscribe(list(filters))
+            with self._held_open():
+                granted = await client.subscribe(list(filters))
         except aiomqtt.MqttError as exc:
             raise TransportError(f"subscribe failed: {exc}") from exc
         codes = granted if isinstance(granted, (list, tuple)) else ()
@@ -198,6 +212,10 @@ class AiomqttTransport:
             else:
                 message = queue.get_nowait()
             body = message.payload
+            if message.qos > 0:
+                self._unacked += 1
+            else:
+                self._maybe_resume()
             yield Inbound(
                 message.topic.value,
                 body if isinstance(body, bytes) else str(body or "").encode(),
@@ -215,6 +233,20 @@ class AiomqttTransport:
             return
         with contextlib.suppress(TransportError):  # the connection is going: it will resend
             send_ack(client, message.mid, message.qos)
+        self._unacked -= 1
+        self._maybe_resume()
+
+    def _held_open(self) -> contextlib.AbstractContextManager[None]:
+        # The broker's answer must be read even while the daemon holds all it may.
+        gate = self._gate
+        return contextlib.nullcontext() if gate is None else gate.held_open()
+
+    def _maybe_resume(self) -> None:
+        gate, client = self._gate, self._client
+        if gate is None or client is None or not gate.paused:
+            return
+        if message_queue(client).qsize() + self._unacked < self._receive_maximum:
+            gate.resume()
 
     async def publish(
         self,
@@ -231,13 +263,18 @@ class AiomqttTransport:
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             properties.UserProperty = list(user_properties)
         try:
-            await client.publish(topic, body, qos=qos, properties=properties)
+            with self._held_open():
+                await client.publish(topic, body, qos=qos, properties=properties)
         except aiomqtt.MqttError as exc:
             raise TransportError(f"publish to {topic!r} failed: {exc}") from exc
 
     async def disconnect(self) -> None:
         """Disconnect cleanly (bounded in time); never raises."""
         client, self._client = self._client, None
+        if self._gate is not None:
+            # Reading again lets the disconnect see the broker's answer.
+            self._gate.resume()
+            self._gate = None
         if client is None:
             return
         with contextlib.suppress(Exception):

@@ -3,13 +3,19 @@
 aiomqtt 2.x has no public switch for acknowledging messages after processing;
 paho-mqtt, which it wraps, has (``manual_ack_set`` and ``ack``). aiomqtt's public
 message iterator also starts a task per message, so the daemon takes messages straight
-from its queue when one is waiting. If a new aiomqtt release moves any of this, these
-functions raise TransportError (and the tests fail) instead of silently acking on receipt.
+from its queue when one is waiting. And aiomqtt reads the socket whenever it is
+readable, so ``ReadGate`` takes over its reader, to stop reading while the daemon holds
+as many unacked messages as it may (flow control that does not trust the broker to
+honour Receive Maximum). If a new aiomqtt release moves any of this, these functions
+raise TransportError (and the tests fail) instead of silently acking on receipt.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as paho
@@ -19,7 +25,13 @@ from mqtt_collector._exceptions import TransportError
 if TYPE_CHECKING:
     import aiomqtt
 
-__all__ = ["enable_manual_ack", "message_queue", "send_ack"]
+__all__ = ["ReadGate", "enable_manual_ack", "message_queue", "send_ack"]
+
+# While paused, the socket is peeked at this often, so that a lost connection is seen.
+_PROBE_INTERVAL = 0.5
+# Less than this waiting is control packets (a DISCONNECT, a PINGRESP) or a few messages:
+# cheap to read. More is a broker flooding past Receive Maximum: keepalive must do.
+_PROBE_BYTES = 4096
 
 
 def _paho_client(client: aiomqtt.Client) -> paho.Client:
@@ -53,3 +65,114 @@ def message_queue(client: aiomqtt.Client) -> asyncio.Queue[Any]:
     if not isinstance(queue, asyncio.Queue):
         raise TransportError("this aiomqtt version keeps no message queue as '_queue'")
     return queue
+
+
+class ReadGate:
+    """Stops and restarts the reading of one connected client's socket.
+
+    While paused, nothing more is read from the broker: what it sends waits in the socket
+    buffers and, once they are full, in the broker. Acks still go out (writing is apart).
+    Every ``_PROBE_INTERVAL`` the socket is peeked at: an end of stream, an error, or a few
+    bytes (a DISCONNECT, say) are read at once, so a lost connection is seen at once unless
+    more than ``_PROBE_BYTES`` wait before it (then keepalive finds it).
+    """
+
+    def __init__(self, client: aiomqtt.Client, *, full: Callable[[], bool]) -> None:
+        """Gate ``client``, which must be connected; call from its event loop.
+
+        The gate takes over reading from aiomqtt and pauses itself as soon as ``full()``
+        is true after a read, so at most one read's worth of messages passes the bound.
+        """
+        self._client = client
+        self._paho = _paho_client(client)
+        disconnected = getattr(client, "_disconnected", None)
+        if not isinstance(disconnected, asyncio.Future):
+            raise TransportError("this aiomqtt version keeps no '_disconnected' future")
+        self._disconnected: asyncio.Future[Any] = disconnected
+        self._loop = asyncio.get_running_loop()
+        self._full = full
+        self._holds = 0
+        self._paused_fd: int | None = None
+        self._probe_handle: asyncio.TimerHandle | None = None
+        fd = self._fileno()
+        if fd is not None:
+            # Replaces aiomqtt's reader, which does the same but never pauses.
+            self._loop.add_reader(fd, self._read)
+
+    @property
+    def paused(self) -> bool:
+        """Whether reading is paused."""
+        return self._paused_fd is not None
+
+    @contextlib.contextmanager
+    def held_open(self) -> Iterator[None]:
+        """Keep reading while in the block: a SUBACK or PUBACK awaited there must get in."""
+        self._holds += 1
+        self.resume()
+        try:
+            yield
+        finally:
+            self._holds -= 1
+
+    def pause(self) -> None:
+        """Stop reading the socket (no-op if paused, held open or closed)."""
+        if self._paused_fd is not None or self._holds:
+            return
+        fd = self._fileno()
+        if fd is None:
+            return
+        self._loop.remove_reader(fd)
+        self._paused_fd = fd
+        self._probe_handle = self._loop.call_later(_PROBE_INTERVAL, self._probe)
+
+    def resume(self) -> None:
+        """Read the socket again (no-op unless paused, or if it was closed meanwhile)."""
+        fd, self._paused_fd = self._paused_fd, None
+        if self._probe_handle is not None:
+            self._probe_handle.cancel()
+            self._probe_handle = None
+        if fd is not None and self._fileno() == fd:
+            self._loop.add_reader(fd, self._read)
+
+    def _probe(self) -> None:
+        self._probe_handle = None
+        sock = self._paho.socket()
+        if self._paused_fd is None or not isinstance(sock, socket.socket):
+            return
+        try:
+            # socket.socket's own recv: on a TLS socket it peeks at the raw bytes.
+            waiting = len(
+                socket.socket.recv(sock, _PROBE_BYTES, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            )
+        except BlockingIOError:
+            waiting = None  # nothing to read: the connection is quiet, not lost
+        except OSError:
+            waiting = 0  # reset or broken: let paho read it and see the loss
+        if waiting is not None and waiting < _PROBE_BYTES:
+            self._read()
+        if self._paused_fd is not None and self._fileno() is not None:
+            self._probe_handle = self._loop.call_later(_PROBE_INTERVAL, self._probe)
+
+    def _fileno(self) -> int | None:
+        sock = self._paho.socket()
+        if sock is None:
+            return None
+        fd = sock.fileno()
+        return fd if fd >= 0 else None
+
+    def _read(self) -> None:
+        # What aiomqtt's own reader does: read, drain what TLS has decoded, and turn a
+        # failure into the lost connection its message iterator is waiting for.
+        try:
+            while True:
+                self._paho.loop_read()
+                sock = self._paho.socket()
+                pending = getattr(sock, "pending", None)
+                if pending is None or pending() <= 0:
+                    break
+        except Exception as exc:  # noqa: BLE001 - handed to aiomqtt as the connection's end
+            if not self._disconnected.done():
+                self._disconnected.set_exception(exc)
+            return
+        if self._full():
+            self.pause()

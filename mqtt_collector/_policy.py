@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -64,14 +65,13 @@ def guard(  # noqa: C901 - one closure per concern reads better than a class her
     timeout, attempts = policy.timeout, policy.attempts
 
     async def once(payload: Payload[Any], ctx: Context) -> Result:
+        bound = asyncio.timeout(timeout)
         try:
-            if timeout is None:
+            async with bound:
                 result = await processor(payload, ctx)
-            else:
-                async with asyncio.timeout(timeout):
-                    result = await processor(payload, ctx)
         except TimeoutError as exc:
-            if timeout is None:
+            # A TimeoutError of the processor's own (say, a socket's) is reported as is.
+            if not bound.expired():
                 return Error(exc)
             return Error(TimeoutError(f"processor did not finish within {timeout}s"))
         except asyncio.CancelledError as exc:
@@ -157,12 +157,7 @@ async def _dead_letter(
                 user_properties=[("error", error), ("collector", key), ("topic", topic)],
             )
         else:
-            envelope = {
-                "error": error,
-                "collector": key,
-                "topic": topic,
-                "body": raw.decode("utf-8", "backslashreplace"),
-            }
+            envelope = {"error": error, "collector": key, "topic": topic, **_body(raw)}
             await publish(target.topic, json.dumps(envelope).encode(), qos=target.qos)
     except Exception as exc:  # noqa: BLE001 - a failed dead letter is logged, never raised
         logger.error(
@@ -176,6 +171,14 @@ async def _dead_letter(
     logger.warning("dead-lettered", collector=key, topic=topic, dead_letter_topic=target.topic)
     if on_outcome is not None:
         on_outcome(key, "dead_letter")
+
+
+def _body(raw: bytes) -> dict[str, str]:
+    """The body for the JSON envelope: as text if it is UTF-8, else base64, losslessly."""
+    try:
+        return {"body": raw.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"body": base64.b64encode(raw).decode("ascii"), "body_encoding": "base64"}
 
 
 def _topic(payload: Payload[Any]) -> str | None:

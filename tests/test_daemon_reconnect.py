@@ -114,12 +114,6 @@ async def test_daemon_reconnects_and_gets_what_the_broker_kept(
     assert len(logs.events("subscribed")) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_aiomqtt.py/_aiomqtt_private.py: while ReadGate is paused (receive_maximum messages"
-    " unacked, e.g. a slow collector) the socket is not read, so a lost connection (EOF) goes"
-    " unnoticed until keepalive expires; the daemon stays 'ready' on a dead connection",
-)
 async def test_daemon_sees_the_loss_while_holding_receive_maximum(
     private_mosquitto: Mosquitto, topic_prefix: str, tmp_path: Path, logs: LogCapture
 ) -> None:

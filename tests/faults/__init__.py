@@ -1,0 +1,1 @@
+"""Fault-injection tests: a real Mosquitto, the daemon as a subprocess, and faults on purpose."""

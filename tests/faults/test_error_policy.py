@@ -1,0 +1,102 @@
+"""The error policy end to end: retry, dead letter, ack, log line and counter."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.faults.helpers import (
+    COLLECTORS,
+    DaemonProcess,
+    Publisher,
+    Subscriber,
+    daemon_config,
+    free_port,
+    metric,
+    read_records,
+    wait_for,
+)
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from tests.mosquitto import Mosquitto
+
+pytestmark = pytest.mark.broker
+
+WAIT = 20.0
+
+
+def test_error_policy_retry_then_dead_letter_then_ack(
+    mosquitto: Mosquitto, tmp_path: Path, topic_prefix: str
+) -> None:
+    """A flaky collector passes on retry; a failing one is dead-lettered, logged, counted, acked."""
+    out = tmp_path / "records.jsonl"
+    dead_topic = f"{topic_prefix}/dead"
+    port = free_port()
+    config = daemon_config(
+        mosquitto,
+        client_id=f"policy-{uuid.uuid4().hex[:8]}",
+        subscriptions=[{"filter": f"{topic_prefix}/in/+", "topics": ["{1}"]}],
+        collectors=[
+            {
+                "key": "flaky",
+                "processor": f"{COLLECTORS}:flaky",
+                "topics": ["flaky"],
+                "retry": {"attempts": 3, "backoff": 0.01},
+                "options": {"path": str(out), "failures": 2},
+            },
+            {
+                "key": "failing",
+                "processor": f"{COLLECTORS}:fails",
+                "topics": ["fail"],
+                "retry": {"attempts": 2, "backoff": 0.01},
+                "dead_letter": {"topic": dead_topic, "qos": 1},
+            },
+        ],
+        metrics_port=port,
+    )
+    flaky, fail = f"{topic_prefix}/in/flaky", f"{topic_prefix}/in/fail"
+    daemon = DaemonProcess(tmp_path, config)
+    with Subscriber(mosquitto, dead_topic) as dead, daemon:
+        with Publisher(mosquitto) as publisher:
+            publisher.publish(flaky, b"1")
+            publisher.publish(fail, b"2")
+            publisher.flush()
+        wait_for(lambda: len(read_records(out)) == 1, timeout=WAIT, what="the flaky record")
+        wait_for(lambda: len(dead.received()) == 1, timeout=WAIT, what="the dead letter")
+        [letter] = dead.received()
+        assert letter.payload == b"2"
+        properties = dict(letter.properties.UserProperty)  # type: ignore[union-attr]
+        assert properties["collector"] == "failing"
+        assert properties["topic"] == fail
+        assert properties["error"].startswith("RuntimeError: fails on purpose")
+        [failed] = daemon.wait_log("collector failed", where=lambda e: e.get("topic") == fail)
+        assert failed["attempts"] == 2
+        assert len(daemon.logs("retrying")) == 3  # two for flaky, one for failing
+        wait_for(
+            lambda: metric(port, "mqtt_collector_messages_acked_total") >= 2,
+            timeout=WAIT,
+            what="both messages acked",
+        )
+        assert metric(port, "mqtt_collector_deliveries_total", collector="failing", outcome="error")
+        assert (
+            metric(
+                port, "mqtt_collector_deliveries_total", collector="failing", outcome="dead_letter"
+            )
+            == 1
+        )
+        assert metric(port, "mqtt_collector_deliveries_total", collector="flaky", outcome="ok") == 1
+        assert daemon.terminate() == 0, daemon.tail()
+        # Restarted, the daemon gets neither message again: both were acked.
+        daemon.start()
+        with Publisher(mosquitto) as publisher:
+            publisher.publish(flaky, b"3")
+            publisher.flush()
+        wait_for(lambda: len(read_records(out)) == 2, timeout=WAIT, what="the later record")
+        assert daemon.terminate() == 0, daemon.tail()
+    assert [r["body"] for r in read_records(out)] == ["1", "3"]
+    assert len(dead.received()) == 1
+    assert len([e for e in daemon.logs("collector failed") if e["topic"] == fail]) == 1
