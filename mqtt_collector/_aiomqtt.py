@@ -62,7 +62,20 @@ class TLSOptions:
             context.load_cert_chain(self.cert_file, self.key_file)
         if self.insecure:
             context.check_hostname = False
+        context.sslsocket_class = _ClosingSSLSocket
         return context
+
+
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """Closes itself when the handshake fails (paho-mqtt leaves it open, and it leaks)."""
+
+    def do_handshake(self, block: bool = False) -> None:  # noqa: FBT001, FBT002 - ssl's signature
+        """Do the TLS handshake; close the socket if it fails."""
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
 
 
 def _properties(props: Properties | None) -> Mapping[str, Any]:
@@ -195,6 +208,20 @@ class AiomqttTransport:
         refused = [name for (name, _), code in zip(filters, codes, strict=False) if _refused(code)]
         if refused:
             raise TransportError(f"the broker refused the subscription to {', '.join(refused)}")
+
+    async def unsubscribe(self, filters: Sequence[str]) -> None:
+        """Unsubscribe from ``filters`` and wait for the broker's answer."""
+        client = self._require()
+        try:
+            with self._held_open():
+                await client.unsubscribe(list(filters))
+        except aiomqtt.MqttError as exc:
+            raise TransportError(f"unsubscribe failed: {exc}") from exc
+
+    def backlog(self) -> int:
+        """Return how many received messages ``messages()`` has not yet yielded."""
+        client = self._client
+        return 0 if client is None else message_queue(client).qsize()
 
     async def messages(self) -> AsyncIterator[Inbound]:
         """Yield messages until the connection is lost (then raise TransportError)."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import random
 from typing import TYPE_CHECKING
@@ -81,6 +80,7 @@ class Daemon:
         if self._stop_requested:
             self._stopping.set()
         server = self._metrics_server()
+        fatal: Exception | None = None
         try:
             await self.queue.init_queue()
             logger.info(
@@ -98,17 +98,45 @@ class Daemon:
             stopping = asyncio.create_task(self._stopping.wait())
             await asyncio.wait({reader, stopping}, return_when=asyncio.FIRST_COMPLETED)
             notify("STOPPING=1")
-            reader.cancel()
             stopping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            await self._leave_share_groups(reader)
+            reader.cancel()
+            try:
                 await reader
+            except asyncio.CancelledError:
+                pass
+            except Exception as exc:  # a bug: still drain and tear down, then report it
+                logger.exception("reader failed")
+                fatal = exc
             logger.info("draining", queued=self.queue.qsize(), running=self.queue.busy)
             await self.queue.shut_down_queue(timeout=self.config.queue.drain_timeout)
             await self.transport.disconnect()
             logger.info("stopped")
+            if fatal is not None:
+                raise fatal
         finally:
             if server is not None:
                 server.stop()
+
+    async def _leave_share_groups(self, reader: asyncio.Task[None]) -> None:
+        """Unsubscribe from $share filters before stopping, and take what came before.
+
+        Otherwise the broker goes on sending this member's share to its persistent session
+        while it is away, instead of to the members still running.
+        """
+        shared = [f for f, _ in self._filters if f.startswith("$share/")]
+        if not shared or not self.ready or reader.done():
+            return
+        try:
+            async with asyncio.timeout(self.config.queue.drain_timeout):
+                await self.transport.unsubscribe(shared)
+                # Messages the broker sent before its answer are ours: queue them too.
+                while self.transport.backlog() and not reader.done():  # noqa: ASYNC110 - the reader empties it
+                    await asyncio.sleep(0.01)
+        except (TransportError, TimeoutError) as exc:
+            logger.warning("could not leave the share groups", error=str(exc) or "timed out")
+            return
+        logger.info("left the share groups", filters=shared)
 
     def _metrics_server(self) -> MetricsServer | None:
         listen = self.config.metrics.listen

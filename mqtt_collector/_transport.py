@@ -56,6 +56,14 @@ class Transport(Protocol):
         """Subscribe to each ``(filter, qos)``."""
         ...
 
+    async def unsubscribe(self, filters: Sequence[str]) -> None:
+        """Unsubscribe from ``filters``, waiting for the broker's answer."""
+        ...
+
+    def backlog(self) -> int:
+        """Return how many received messages ``messages()`` has not yet yielded."""
+        ...
+
     def messages(self) -> AsyncIterator[Inbound]:
         """Yield messages as they arrive; raise TransportError when the connection is lost."""
         ...

@@ -161,11 +161,6 @@ async def test_daemon_keeps_retrying_an_untrusted_certificate(
     assert "certificate verify failed" in logs.events("cannot connect")[0]["error"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_aiomqtt.py: paho-mqtt 2.2 leaves the SSLSocket of a failed TLS handshake unclosed"
-    " (Client._ssl_wrap_socket); the transport should close it (ResourceWarning per attempt)",
-)
 async def test_daemon_closes_the_socket_of_a_failed_tls_handshake(
     mosquitto: Mosquitto, topic_prefix: str, tmp_path: Path, logs: LogCapture
 ) -> None:
