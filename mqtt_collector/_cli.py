@@ -131,8 +131,11 @@ def _run(config: Config) -> int:
     except LifecycleError as exc:
         log.error("cannot start", error=str(exc))
         return EXIT_FATAL
-    except OSError as exc:
+    except OSError as exc:  # e.g. the metrics port is taken
         log.error("fatal", error=str(exc))
+        return EXIT_FATAL
+    except Exception:  # a bug: say so with the traceback, exit 1 for systemd to restart
+        log.exception("fatal error")
         return EXIT_FATAL
     return EXIT_OK
 
