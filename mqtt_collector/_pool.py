@@ -27,6 +27,8 @@ logger = logging.getLogger("mqtt_collector.queue")
 # How many deliveries a consumer runs back to back before letting other tasks run, so a
 # stream of processors that never suspend cannot starve the task feeding the queue.
 _YIELD_EVERY = 64
+# Seconds cancelled consumers get to finish before shutdown goes on without them.
+_CANCEL_GRACE = 1.0
 _WOKEN, _EXPIRED, _STOP = object(), object(), object()
 _TOPIC, _BROADCAST = Delivery.TOPIC, Delivery.BROADCAST
 
@@ -158,7 +160,17 @@ class Pool:
             if not getter.done():
                 getter.set_result(_STOP)
         if self.consumers:
-            await asyncio.wait(self.consumers)
+            _, stuck = await asyncio.wait(self.consumers, timeout=_CANCEL_GRACE if cancel else None)
+            if stuck:
+                # A processor that swallows its cancellation keeps its consumer; shutdown
+                # does not wait for it (its own payload's event resolves if it ever returns).
+                logger.warning(
+                    "collector queue: %d consumers ignored cancellation; leaving them", len(stuck)
+                )
+        self._fail_leftovers(abandoned)
+
+    def _fail_leftovers(self, abandoned: BaseException) -> None:
+        """Resolve every payload no consumer will run, and fail every waiting sender."""
         while self.fanout:
             fan, index, _ = self.fanout.popleft()
             fan.record(index, Error(abandoned))

@@ -182,6 +182,33 @@ class TestTimeout:
         await asyncio.wait_for(queue.shut_down_queue(timeout=1.0), TIMEOUT)
         assert firsts(events) == [Ok(i) for i in range(10)]
 
+    async def test_shutdown_timeout_does_not_wait_for_processor_ignoring_cancel(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A processor that swallows its cancellation does not hold shutdown up."""
+        release = asyncio.Event()
+        started = asyncio.Event()
+
+        async def stubborn(payload: Payload[Any], ctx: Context) -> Result:
+            started.set()
+            while not release.is_set():
+                try:
+                    await release.wait()
+                except asyncio.CancelledError:
+                    continue  # the misbehaviour under test
+            return Ok(None)
+
+        queue = CollectorQueue([Collector("c", stubborn)], min_consumers=1, max_consumers=1)
+        await queue.init_queue()
+        event = await queue.get_publisher().send(Payload("x"))
+        await asyncio.wait_for(started.wait(), TIMEOUT)
+        with caplog.at_level(logging.WARNING, logger="mqtt_collector.queue"):
+            await asyncio.wait_for(queue.shut_down_queue(timeout=0.05), TIMEOUT + 1.5)
+        assert "ignored cancellation" in caplog.text
+        release.set()
+        result = (await event.wait(timeout=TIMEOUT)).first()
+        assert result == Ok(None)
+
 
 class TestSendWhenNotRunning:
     """send() refuses payloads outside init..shutdown."""
