@@ -78,9 +78,9 @@ async def _run(
             for i in range(n):
                 await send(Payload(i))
         else:
-            spread = len(topics)
+            spread, by_topic = len(topics), Delivery.TOPIC
             for i in range(n):
-                await send(Payload(i, delivery=Delivery.TOPIC, topics=topics[i % spread]))
+                await send(Payload(i, delivery=by_topic, topics=topics[i % spread]))
         # Shutting down returns once every queued payload has been processed.
         await queue.shut_down_queue()
         elapsed = time.perf_counter() - start

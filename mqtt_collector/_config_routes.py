@@ -16,7 +16,8 @@ from pydantic import (
 
 from mqtt_collector._config_base import ConfigModel, FrozenMapping, LocatedError, QoS, show
 from mqtt_collector._imports import import_object
-from mqtt_collector._topic import TopicFilter, TopicTemplate, validate_filter, validate_topic_name
+from mqtt_collector._template import TopicTemplate
+from mqtt_collector._topic import TopicFilter, validate_filter, validate_topic_name
 
 if TYPE_CHECKING:
     from pydantic import ValidatorFunctionWrapHandler

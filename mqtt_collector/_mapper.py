@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 from mqtt_collector._message import Message
 from mqtt_collector._payload import Delivery, Payload
-from mqtt_collector._topic import TopicFilter, TopicTemplate
+from mqtt_collector._template import TopicTemplate
+from mqtt_collector._topic import TopicFilter
 from mqtt_collector._transport import Inbound
 
 __all__ = ["Mapper", "MappingError", "Route"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from mqtt_collector._template import TopicTemplate
 from mqtt_collector._topic import (
     TopicFilter,
-    TopicTemplate,
     split_shared,
     validate_filter,
     validate_topic_name,
