@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mqtt_collector._aiomqtt import AiomqttTransport, TLSOptions
+from mqtt_collector._aiomqtt import AiomqttTransport
 from mqtt_collector._buffer import QueueType
 from mqtt_collector._collector import Collector, Context
 from mqtt_collector._config_broker import Protocol
 from mqtt_collector._mapper import Route
 from mqtt_collector._policy import DeadLetter, Policy, Publish, guard
+from mqtt_collector._tls import TLSOptions
 from mqtt_collector._topic import split_shared
 
 if TYPE_CHECKING:
