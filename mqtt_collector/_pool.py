@@ -92,10 +92,16 @@ class Pool:
         self.putters: deque[asyncio.Future[None]] = deque()
         self.consumers: set[asyncio.Task[None]] = set()
         self.waking = 0  # consumers woken or started that have not yet looked for work
-        self.busy = 0
+        # Counted on the idle path, not per delivery: busy is what is not idle.
+        self.idle = 0
         self.accepting = False  # set by the queue while it takes new payloads
         self.closed = False
         self.drained: asyncio.Future[None] | None = None
+
+    @property
+    def busy(self) -> int:
+        """Consumers not waiting for work (running a delivery, or about to look for one)."""
+        return len(self.consumers) - self.idle
 
     def start(self) -> None:
         """Start ``min_consumers`` consumers."""
@@ -145,7 +151,7 @@ class Pool:
 
     async def drain(self) -> None:
         """Return once nothing is queued, running or waiting for room."""
-        while self.buffer or self.fanout or self.busy or self.putters:
+        while self.buffer or self.fanout or self.putters or self.busy:
             self.drained = asyncio.get_running_loop().create_future()
             await self.drained
 
@@ -196,9 +202,11 @@ class Pool:
         expiry = None
         if len(self.consumers) > self.min:
             expiry = loop.call_later(self.idle_timeout, _expire, getter)
+        self.idle += 1
         try:
             why = await getter
         finally:
+            self.idle -= 1
             if expiry is not None:
                 expiry.cancel()
         if why is _WOKEN:
@@ -236,7 +244,6 @@ class Pool:
                     payload = event.payload
                     if select is None:
                         fan = None
-                        self.busy += 1
                         try:
                             results = await self.router.handle_event(payload)
                         except asyncio.CancelledError as exc:
@@ -247,8 +254,6 @@ class Pool:
                             results = ResultList([Error(exc)])
                         except Exception as exc:  # noqa: BLE001 - a faulty router must not kill us
                             results = ResultList([Error(exc)])
-                        finally:
-                            self.busy -= 1
                         if results.__class__ is not ResultList:
                             results = ResultList([Error(TypeError(f"router returned {results!r}"))])
                         event._resolve(results)  # noqa: SLF001
@@ -287,12 +292,10 @@ class Pool:
                     continue
 
                 # Run one delivery inline: this is run_collector, unrolled for speed.
-                self.busy += 1
                 try:
                     result = await collector.processor(payload, collector.ctx)
                 except asyncio.CancelledError as exc:
                     if me.cancelling():  # our own task is being cancelled: let it through
-                        self.busy -= 1
                         raise
                     result = Error(exc)
                 except Exception as exc:  # noqa: BLE001 - containing processor faults is the point
@@ -306,7 +309,6 @@ class Pool:
                                 f"{cls.__name__}, not Ok or Error"
                             )
                         )
-                self.busy -= 1
                 if fan is None:
                     # CollectorEvent._resolve() inlined: the event is not done yet.
                     event._result = result  # type: ignore[union-attr]  # noqa: SLF001
