@@ -295,10 +295,10 @@ def _metric(port: int, name: str) -> float:
 class TestRunProcess:
     """``python -m mqtt_collector run`` as the real process an operator starts."""
 
-    def test_run_writes_jsonl_and_sqlite_then_stops_on_sigterm(
+    def test_run_writes_jsonl_sqlite_and_log_then_stops_on_sigterm(
         self, mosquitto: Mosquitto, topic_prefix: str, tmp_path: Path, run_process: Any
     ) -> None:
-        """Messages reach the jsonl file and the sqlite table; SIGTERM exits 0; logs are JSON."""
+        """Messages reach the jsonl file, the sqlite table and the log; SIGTERM exits 0."""
         p = topic_prefix
         jsonl_path, db_path = tmp_path / "messages.jsonl", tmp_path / "messages.db"
         config = write_config(
@@ -319,6 +319,13 @@ class TestRunProcess:
                     "lifecycle": "mqtt_collector.collectors.sqlite:open_database",
                     "topics": ["all"],
                     "options": {"path": str(db_path), "table": "readings"},
+                },
+                {
+                    "key": "trace",
+                    "processor": "mqtt_collector.collectors.log:log",
+                    "lifecycle": "mqtt_collector.collectors.log:check_options",
+                    "topics": ["all"],
+                    "options": {"level": "warning"},
                 },
             ],
         )
@@ -345,6 +352,10 @@ class TestRunProcess:
         assert [(topic, json.loads(data)) for topic, data in rows()] == expected
         events = daemon.events()
         assert events[-2:] == ["draining", "stopped"]
+        logged = [line for line in daemon.lines() if line["event"] == "mqtt message"]
+        assert [(line["topic"], line["data"], line["level"]) for line in logged] == [
+            (topic, data, "warning") for topic, data in expected
+        ]
         [connected] = [line for line in daemon.lines() if line["event"] == "connected"]
         assert connected["level"] == "info"
         assert connected["port"] == mosquitto.port
