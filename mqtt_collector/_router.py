@@ -48,7 +48,7 @@ if sys.version_info >= (3, 12):
     def _start(coro: Coroutine[Any, Any, Result]) -> asyncio.Future[Result]:
         # An eager task runs synchronously until its first suspension, so a processor
         # that never awaits anything costs no trip through the event loop.
-        return asyncio.Task(coro, eager_start=True)
+        return asyncio.Task(coro, loop=asyncio.get_running_loop(), eager_start=True)
 
 else:  # pragma: no cover - exercised on 3.11 only
 
