@@ -67,6 +67,7 @@ class Daemon:
         self._stopping: asyncio.Event | None = None
         self._stop_requested = False
         self.ready = False  # connected and subscribed
+        self._received = 0
 
     def stop(self) -> None:
         """Ask the daemon to stop (safe to call from a signal handler, or more than once)."""
@@ -119,10 +120,12 @@ class Daemon:
                 server.stop()
 
     async def _leave_share_groups(self, reader: asyncio.Task[None]) -> None:
-        """Unsubscribe from $share filters before stopping, and take what came before.
+        """Unsubscribe from $share filters before stopping, and take what the broker still sends.
 
         Otherwise the broker goes on sending this member's share to its persistent session
-        while it is away, instead of to the members still running.
+        while it is away, instead of to the members still running. Messages it had already
+        given this session (some held back by flow control) keep coming after the
+        unsubscribe; they are taken until the stream has been quiet for a moment.
         """
         shared = [f for f, _ in self._filters if f.startswith("$share/")]
         if not shared or not self.ready or reader.done():
@@ -130,9 +133,11 @@ class Daemon:
         try:
             async with asyncio.timeout(self.config.queue.drain_timeout):
                 await self.transport.unsubscribe(shared)
-                # Messages the broker sent before its answer are ours: queue them too.
-                while self.transport.backlog() and not reader.done():  # noqa: ASYNC110 - the reader empties it
-                    await asyncio.sleep(0.01)
+                while not reader.done():
+                    seen = self._received
+                    await asyncio.sleep(_QUIET)
+                    if seen == self._received and not self.transport.backlog():
+                        break
         except (TransportError, TimeoutError) as exc:
             logger.warning("could not leave the share groups", error=str(exc) or "timed out")
             return
@@ -198,6 +203,7 @@ class Daemon:
     async def _handle(self, inbound: Inbound) -> None:
         """Map one message and queue it; ack at once what will never reach a collector."""
         self.metrics.received.inc()
+        self._received += 1
         ticket = self.acker.track(inbound)
         try:
             payload = self.mapper.map(inbound)
@@ -242,6 +248,10 @@ class Daemon:
         user_properties: list[tuple[str, str]] | None = None,
     ) -> None:
         await self.transport.publish(topic, body, qos=qos, user_properties=user_properties or ())
+
+
+# Seconds without a new message after which a member leaving its share group stops reading.
+_QUIET = 0.5
 
 
 def _backoff(failures: int, initial: float, maximum: float) -> float:
