@@ -149,9 +149,23 @@ class ReadGate:
         except OSError:
             waiting = 0  # reset or broken: let paho read it and see the loss
         if waiting is not None and waiting < _PROBE_BYTES:
-            self._read()
+            self._read_waiting()
         if self._paused_fd is not None and self._fileno() is not None:
             self._probe_handle = self._loop.call_later(_PROBE_INTERVAL, self._probe)
+
+    def _read_waiting(self) -> None:
+        """Read every packet already waiting (paho reads one per call), to reach an end."""
+        for _ in range(_PROBE_BYTES):  # each packet is at least two bytes: a safe bound
+            self._read()
+            sock = self._paho.socket()
+            if self._disconnected.done() or not isinstance(sock, socket.socket):
+                return
+            try:
+                socket.socket.recv(sock, 1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return  # all read
+            except OSError:
+                continue  # broken: the next read reports it
 
     def _fileno(self) -> int | None:
         sock = self._paho.socket()
