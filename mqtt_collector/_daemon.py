@@ -231,8 +231,11 @@ class Daemon:
     def _settled(self, ticket: Ticket, event: CollectorEvent) -> None:
         # Only work the shutdown gave up on stays unacked (the broker sends it again); an
         # Error the error policy handled is acked like a success.
+        if self.queue.running:
+            self.acker.done(ticket)
+            return
         results = event.get_result()
-        abandoned = (results is not None and not self.queue.running) and any(
+        abandoned = results is not None and any(
             isinstance(r, Error)
             and isinstance(r.exception, (QueueShutDownError, asyncio.CancelledError))
             for r in results

@@ -17,6 +17,7 @@ class Metrics:
 
     def __init__(self) -> None:
         """Create every metric in a fresh registry."""
+        self._outcome_children: dict[tuple[str, str], Any] = {}
         self.registry = CollectorRegistry()
         r = self.registry
         self.received = Counter(
@@ -52,8 +53,13 @@ class Metrics:
         )
 
     def outcome(self, collector: str, outcome: str) -> None:
-        """Count one delivery outcome."""
-        self.outcomes.labels(collector, outcome).inc()
+        """Count one delivery outcome (called for every delivery: the child is cached)."""
+        child = self._outcome_children.get((collector, outcome))
+        if child is None:
+            child = self._outcome_children[collector, outcome] = self.outcomes.labels(
+                collector, outcome
+            )
+        child.inc()
 
 
 class _QuietHandler(WSGIRequestHandler):
