@@ -51,8 +51,6 @@ class _JsonlFile:
 
     file: IO[bytes]
     fsync: bool
-    # Serialises writes so that lines never interleave.
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # Group fsync: `written` counts lines flushed, `synced` how many a finished fsync covers; a
     # writer whose line is already covered by someone else's fsync need not start another.
     sync_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -95,11 +93,11 @@ async def write(payload: Payload[Message], ctx: Context) -> Result:
         return Error(_no_lifecycle(ctx))
     line = encode(payload.value)
     try:
-        async with sink.lock:
-            sink.file.write(line)
-            sink.file.flush()
-            sink.written += 1
-            mine = sink.written
+        # No await between write and flush: other consumers cannot interleave a line.
+        sink.file.write(line)
+        sink.file.flush()
+        sink.written += 1
+        mine = sink.written
         if sink.fsync:
             async with sink.sync_lock:
                 if sink.synced < mine:
