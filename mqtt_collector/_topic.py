@@ -15,12 +15,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TopicFilter",
+    "covers",
+    "overlaps",
     "split_shared",
     "validate_filter",
     "validate_topic_name",
 ]
 
 _SHARE_PREFIX = "$share/"
+_WILDCARDS = frozenset({"+", "#"})
 # MQTT strings carry a two-byte length prefix (MQTT 5 §1.5.4).
 _MAX_BYTES = 65535
 _SHOW_CHARS = 60
@@ -254,3 +257,45 @@ def _filter_pattern(levels: list[str], *, capture: bool = True) -> str:
         # "a/#" also matches the parent "a" (spec §4.7.1.2), hence the optional tail.
         return "/".join(parts[:-1]) + f"(?:/{rest})?"
     return "/".join(parts)
+
+
+def covers(outer: str, inner: str) -> bool:
+    """Whether every topic ``inner`` matches is also matched by ``outer`` (same share group)."""
+    outer_group, outer_plain = split_shared(outer)
+    inner_group, inner_plain = split_shared(inner)
+    if outer_group != inner_group:
+        return False
+    big, small = outer_plain.split("/"), inner_plain.split("/")
+    # A filter starting with a wildcard matches no topic starting with '$' (MQTT 5 §4.7.2).
+    if big[0] in _WILDCARDS and small[0] not in _WILDCARDS and small[0].startswith("$"):
+        return False
+    for index, level in enumerate(big):
+        if level == "#":
+            return True
+        if index >= len(small) or small[index] == "#":
+            return False
+        if level not in {"+", small[index]}:
+            return False
+    return len(small) == len(big)
+
+
+def overlaps(first: str, second: str) -> bool:
+    """Whether some topic matches both filters (same share group)."""
+    first_group, first_plain = split_shared(first)
+    second_group, second_plain = split_shared(second)
+    if first_group != second_group:
+        return False
+    a, b = first_plain.split("/"), second_plain.split("/")
+    for x, y in ((a[0], b[0]), (b[0], a[0])):
+        if x in _WILDCARDS and y not in _WILDCARDS and y.startswith("$"):
+            return False
+    for index in range(max(len(a), len(b))):
+        left = a[index] if index < len(a) else None
+        right = b[index] if index < len(b) else None
+        if "#" in {left, right}:
+            return True
+        if left is None or right is None:
+            return False
+        if left != right and "+" not in {left, right}:
+            return False
+    return True

@@ -11,7 +11,7 @@ from mqtt_collector._config_broker import Protocol
 from mqtt_collector._mapper import Route
 from mqtt_collector._policy import DeadLetter, Policy, Publish, guard
 from mqtt_collector._tls import TLSOptions
-from mqtt_collector._topic import split_shared
+from mqtt_collector._topic import covers, overlaps
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -27,8 +27,6 @@ __all__ = [
     "overlapping_filters",
     "queue_type",
 ]
-
-_WILDCARDS = frozenset({"+", "#"})
 
 
 def build_transport(broker: BrokerConfig) -> AiomqttTransport:
@@ -149,47 +147,5 @@ def overlapping_filters(filters: list[tuple[str, int]]) -> list[tuple[str, str]]
         (first, second)
         for index, first in enumerate(names)
         for second in names[index + 1 :]
-        if _overlap(first, second)
+        if overlaps(first, second)
     ]
-
-
-def covers(outer: str, inner: str) -> bool:
-    """Whether every topic ``inner`` matches is also matched by ``outer`` (same share group)."""
-    outer_group, outer_plain = split_shared(outer)
-    inner_group, inner_plain = split_shared(inner)
-    if outer_group != inner_group:
-        return False
-    big, small = outer_plain.split("/"), inner_plain.split("/")
-    # A filter starting with a wildcard matches no topic starting with '$' (MQTT 5 §4.7.2).
-    if big[0] in _WILDCARDS and small[0] not in _WILDCARDS and small[0].startswith("$"):
-        return False
-    for index, level in enumerate(big):
-        if level == "#":
-            return True
-        if index >= len(small) or small[index] == "#":
-            return False
-        if level not in {"+", small[index]}:
-            return False
-    return len(small) == len(big)
-
-
-def _overlap(first: str, second: str) -> bool:
-    """Whether some topic matches both filters (same share group)."""
-    first_group, first_plain = split_shared(first)
-    second_group, second_plain = split_shared(second)
-    if first_group != second_group:
-        return False
-    a, b = first_plain.split("/"), second_plain.split("/")
-    for x, y in ((a[0], b[0]), (b[0], a[0])):
-        if x in _WILDCARDS and y not in _WILDCARDS and y.startswith("$"):
-            return False
-    for index in range(max(len(a), len(b))):
-        left = a[index] if index < len(a) else None
-        right = b[index] if index < len(b) else None
-        if "#" in {left, right}:
-            return True
-        if left is None or right is None:
-            return False
-        if left != right and "+" not in {left, right}:
-            return False
-    return True

@@ -12,9 +12,9 @@ from mqtt_collector._config import load_config
 from mqtt_collector._mapper import Mapper, MappingError, Route
 from mqtt_collector._payload import Delivery
 from mqtt_collector._template import TopicTemplate
-from mqtt_collector._topic import TopicFilter
+from mqtt_collector._topic import TopicFilter, covers
 from mqtt_collector._transport import Inbound
-from mqtt_collector._wiring import build_filters, covers, overlapping_filters
+from mqtt_collector._wiring import build_filters, overlapping_filters
 from tests.daemon_helpers import recorder, write_config
 
 
