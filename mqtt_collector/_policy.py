@@ -15,6 +15,7 @@ from mqtt_collector._collector import Context
 from mqtt_collector._message import Message
 from mqtt_collector._payload import Payload
 from mqtt_collector._result import Error, Ok, Result
+from mqtt_collector._router import run_processor
 from mqtt_collector._typing import Processor
 
 __all__ = ["DeadLetter", "Policy", "guard"]
@@ -65,25 +66,13 @@ def guard(  # noqa: C901 - one closure per concern reads better than a class her
     timeout, attempts = policy.timeout, policy.attempts
 
     async def once(payload: Payload[Any], ctx: Context) -> Result:
-        bound = asyncio.timeout(timeout)
         try:
-            async with bound:
-                result = await processor(payload, ctx)
-        except TimeoutError as exc:
-            # A TimeoutError of the processor's own (say, a socket's) is reported as is.
-            if not bound.expired():
-                return Error(exc)
+            async with asyncio.timeout(timeout):
+                return await run_processor(key, processor, payload, ctx)
+        except TimeoutError:
+            # Only the bound's own expiry gets here: run_processor lets the cancellation of
+            # this task through, and turns a TimeoutError of the processor's into an Error.
             return Error(TimeoutError(f"processor did not finish within {timeout}s"))
-        except asyncio.CancelledError as exc:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise
-            return Error(exc)
-        except Exception as exc:  # noqa: BLE001 - every processor fault becomes an Error
-            return Error(exc)
-        if result.__class__ is Ok or result.__class__ is Error:
-            return result
-        return Error(TypeError(f"processor returned {type(result).__name__}, not Ok or Error"))
 
     async def guarded(payload: Payload[Any], ctx: Context) -> Result:
         result = await once(payload, ctx)

@@ -13,19 +13,28 @@ from mqtt_collector._result import Error, Ok, Result, ResultList
 if TYPE_CHECKING:
     from collections.abc import Coroutine
 
-    from mqtt_collector._collector import Collector
+    from mqtt_collector._collector import Collector, Context
+    from mqtt_collector._typing import Processor
 
-__all__ = ["Router", "SimpleRouter", "run_collector"]
+__all__ = ["Router", "SimpleRouter", "run_collector", "run_processor"]
 
 
 async def run_collector(collector: Collector, payload: Payload[Any]) -> Result:
-    """Run one collector's processor on ``payload``; every failure becomes an Error result.
+    """Run one collector's processor on ``payload``; every failure becomes an Error result."""
+    return await run_processor(collector.key, collector.processor, payload, collector.ctx)
 
-    A processor that raises (``asyncio.CancelledError`` included) yields ``Error(exc)``;
-    only the cancellation of the calling task itself is let through.
+
+async def run_processor(
+    key: str, processor: Processor, payload: Payload[Any], ctx: Context
+) -> Result:
+    """Call ``processor(payload, ctx)`` for collector ``key``; every failure becomes an Error.
+
+    A processor that raises (``asyncio.CancelledError`` included) yields ``Error(exc)``, and
+    one returning anything but Ok or Error yields ``Error(TypeError)``; only the cancellation
+    of the calling task itself is let through.
     """
     try:
-        result = await collector.processor(payload, collector.ctx)
+        result = await processor(payload, ctx)
     except asyncio.CancelledError as exc:
         task = asyncio.current_task()
         if task is not None and task.cancelling():
@@ -37,9 +46,7 @@ async def run_collector(collector: Collector, payload: Payload[Any]) -> Result:
     if cls is Ok or cls is Error:
         return result
     return Error(
-        TypeError(
-            f"collector {collector.key!r}: processor returned {cls.__name__}, not Ok or Error"
-        )
+        TypeError(f"collector {key!r}: processor returned {cls.__name__}, not Ok or Error")
     )
 
 
