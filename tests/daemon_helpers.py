@@ -123,13 +123,15 @@ async def wait_until(condition: Callable[[], object], *, what: str, timeout: flo
         await asyncio.sleep(_POLL)
 
 
-def wait_until_sync(condition: Callable[[], object], *, what: str, timeout: float = WAIT) -> None:
+def wait_until_sync(
+    condition: Callable[[], object], *, what: str, timeout: float = WAIT, interval: float = _POLL
+) -> None:
     """:func:`wait_until` for code that has no event loop (a daemon in a subprocess)."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(_POLL)
+        time.sleep(interval)
 
 
 @contextlib.asynccontextmanager

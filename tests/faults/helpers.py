@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Self
 import yaml
 from paho.mqtt.client import Client, MQTTMessage, MQTTv5
 from paho.mqtt.enums import CallbackAPIVersion
+
+from tests.daemon_helpers import free_port, wait_until_sync
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -51,13 +52,9 @@ def wait_for(
     """Poll ``condition`` until true; fail saying ``what`` after ``timeout`` seconds.
 
     Polling, because what is awaited happens in another process (a file grows, a log line is
-    written): there is no event to wait on.
+    written): there is no event to wait on. Every 50 ms: the conditions read whole files.
     """
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+    wait_until_sync(condition, what=what, timeout=timeout, interval=interval)
 
 
 def daemon_config(
@@ -379,13 +376,6 @@ class Subscriber:
     ) -> None:
         """Disconnect."""
         self.close()
-
-
-def free_port() -> int:
-    """Return a loopback port free right now (for the daemon's metrics listener)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def metric(port: int, name: str, **labels: str) -> float:
