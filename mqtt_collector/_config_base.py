@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -25,7 +26,8 @@ __all__ = [
     "ConfigModel",
     "FrozenMapping",
     "LocatedError",
-    "QoS",
+    "PublishQoS",
+    "SubscribeQoS",
     "describe",
     "format_errors",
     "format_loc",
@@ -62,17 +64,43 @@ class LocatedError(ValueError):
         self.loc = loc
 
 
-def _qos(value: object) -> int:
-    """Accept an MQTT QoS level: 0, 1 or 2 (also as a string, as ``${VAR}`` yields)."""
-    if isinstance(value, str) and value.strip() in {"0", "1", "2"}:
-        return int(value)
-    if isinstance(value, int) and not isinstance(value, bool) and value in {0, 1, 2}:
-        return value
-    raise ValueError(f"must be 0, 1 or 2, got {show(value)}")
+def _qos(value: object, *, why: str) -> int:
+    """Accept QoS 0 or 1 (also as a string, as ``${VAR}`` yields); refuse 2, saying ``why``."""
+    level = value.strip() if isinstance(value, str) else value
+    if isinstance(level, str) and level in {"0", "1", "2"}:
+        level = int(level)
+    if isinstance(level, int) and not isinstance(level, bool):
+        if level in {0, 1}:
+            return level
+        if level == 2:  # noqa: PLR2004 - the QoS level
+            raise ValueError(f"QoS 2 is not supported: {why}; use 1")
+    raise ValueError(f"must be 0 or 1, got {show(value)}")
 
 
-QoS = Annotated[int, PlainValidator(_qos)]
-"""An MQTT QoS level, 0, 1 or 2."""
+SubscribeQoS = Annotated[
+    int,
+    PlainValidator(
+        partial(
+            _qos,
+            why=(
+                "acknowledgement after processing cannot be completed across a reconnect,"
+                " so a message could be lost"
+            ),
+        )
+    ),
+]
+"""The QoS of a subscription, 0 or 1.
+
+QoS 2 is refused: the MQTT client answers PUBREC on receipt and hands the message over at
+PUBREL, and a new client after a reconnect neither knows the resent PUBREL nor sends PUBCOMP, so
+the message is lost and a broker in-flight slot stays taken.
+"""
+
+PublishQoS = Annotated[
+    int,
+    PlainValidator(partial(_qos, why="its handshake cannot be completed across a reconnect")),
+]
+"""The QoS of a publish by the daemon (a dead letter), 0 or 1; QoS 2 is refused as above."""
 
 
 def _freeze(value: object) -> object:

@@ -14,7 +14,14 @@ from pydantic import (
     model_validator,
 )
 
-from mqtt_collector._config_base import ConfigModel, FrozenMapping, LocatedError, QoS, show
+from mqtt_collector._config_base import (
+    ConfigModel,
+    FrozenMapping,
+    LocatedError,
+    PublishQoS,
+    SubscribeQoS,
+    show,
+)
 from mqtt_collector._imports import import_object
 from mqtt_collector._template import TopicTemplate
 from mqtt_collector._topic import TopicFilter, validate_filter, validate_topic_name
@@ -43,7 +50,7 @@ class Subscription(ConfigModel):
     """
 
     filter: str
-    qos: QoS = 1
+    qos: SubscribeQoS = 1
     decode: Literal["json", "text", "bytes"] = "json"
     topics: tuple[str, ...] = Field(default=("{topic}",), min_length=1)
     priority: int | None = None
@@ -130,7 +137,7 @@ class DeadLetterConfig(ConfigModel):
     """
 
     topic: str
-    qos: QoS = 1
+    qos: PublishQoS = 1
 
     @field_validator("topic")
     @classmethod

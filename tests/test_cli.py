@@ -95,7 +95,13 @@ class TestCheck:
         ("change", "expected"),
         [
             pytest.param(
-                {"sub": {"qos": 3}}, "subscriptions[0].qos: must be 0, 1 or 2, got 3", id="qos"
+                {"sub": {"qos": 3}}, "subscriptions[0].qos: must be 0 or 1, got 3", id="qos"
+            ),
+            pytest.param(
+                {"sub": {"qos": 2}},
+                "subscriptions[0].qos: QoS 2 is not supported: acknowledgement after processing"
+                " cannot be completed across a reconnect, so a message could be lost; use 1",
+                id="qos2",
             ),
             pytest.param({"sub": {"bogus": 1}}, "subscriptions[0].bogus: unknown key", id="key"),
             pytest.param(

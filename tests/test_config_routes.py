@@ -35,16 +35,30 @@ class TestSubscription:
 
     def test_subscription_qos_out_of_range(self, tmp_path: Path) -> None:
         """A qos of 3 lists the allowed values."""
-        assert error(tmp_path, subscribe(qos=3)) == "subscriptions[0].qos: must be 0, 1 or 2, got 3"
+        assert error(tmp_path, subscribe(qos=3)) == "subscriptions[0].qos: must be 0 or 1, got 3"
+
+    @pytest.mark.parametrize("qos", [2, "2", "${QOS:-2}"], ids=["number", "string", "env"])
+    def test_subscription_qos_2_refused(self, tmp_path: Path, qos: object) -> None:
+        """QoS 2 is refused, saying why and to use 1, however it is written."""
+        assert error(tmp_path, subscribe(qos=qos)) == (
+            "subscriptions[0].qos: QoS 2 is not supported: acknowledgement after processing"
+            " cannot be completed across a reconnect, so a message could be lost; use 1"
+        )
+
+    @pytest.mark.parametrize("qos", [0, 1])
+    def test_subscription_qos_accepted(self, tmp_path: Path, qos: int) -> None:
+        """QoS 0 and 1 are subscription levels."""
+        assert load(tmp_path, subscribe(qos=qos)).subscriptions[0].qos == qos
 
     def test_subscription_qos_from_environment(self, tmp_path: Path) -> None:
         """A substituted qos string is a number."""
-        assert load(tmp_path, subscribe(qos="${QOS:-2}")).subscriptions[0].qos == 2
+        assert load(tmp_path, subscribe(qos="${QOS:-0}")).subscriptions[0].qos == 0
 
-    def test_subscription_qos_not_a_boolean(self, tmp_path: Path) -> None:
-        """A boolean is not a QoS level."""
-        assert error(tmp_path, subscribe(qos=True)) == (
-            "subscriptions[0].qos: must be 0, 1 or 2, got true"
+    @pytest.mark.parametrize(("qos", "shown"), [(True, "true"), (1.0, "1.0"), ("one", "'one'")])
+    def test_subscription_qos_not_an_integer(self, tmp_path: Path, qos: object, shown: str) -> None:
+        """A boolean, a float or a word is not a QoS level."""
+        assert error(tmp_path, subscribe(qos=qos)) == (
+            f"subscriptions[0].qos: must be 0 or 1, got {shown}"
         )
 
     def test_subscription_decode_lists_choices(self, tmp_path: Path) -> None:
@@ -264,6 +278,20 @@ class TestCollector:
         found = load(tmp_path, collect(dead_letter={"topic": "dead/store"})).collectors[0]
         assert found.dead_letter is not None
         assert (found.dead_letter.topic, found.dead_letter.qos) == ("dead/store", 1)
+
+    def test_collector_dead_letter_qos_0(self, tmp_path: Path) -> None:
+        """A dead letter may be published at QoS 0."""
+        data = collect(dead_letter={"topic": "dead/store", "qos": 0})
+        found = load(tmp_path, data).collectors[0].dead_letter
+        assert found is not None
+        assert found.qos == 0
+
+    def test_collector_dead_letter_qos_2_refused(self, tmp_path: Path) -> None:
+        """A dead letter at QoS 2 is refused, saying why and to use 1."""
+        assert error(tmp_path, collect(dead_letter={"topic": "dead/store", "qos": 2})) == (
+            "collectors[0].dead_letter.qos: QoS 2 is not supported: its handshake cannot be"
+            " completed across a reconnect; use 1"
+        )
 
     def test_collector_dead_letter_topic_without_wildcards(self, tmp_path: Path) -> None:
         """A dead-letter topic is a topic name: no wildcards."""

@@ -194,10 +194,10 @@ class TestFilters:
         got = self._filters(
             tmp_path,
             {"filter": "a/#", "qos": 0, "topics": ["all"]},
-            {"filter": "a/+/t", "qos": 2, "topics": ["all"]},
-            {"filter": "b/+", "qos": 1, "topics": ["all"]},
+            {"filter": "a/+/t", "qos": 1, "topics": ["all"]},
+            {"filter": "b/+", "qos": 0, "topics": ["all"]},
         )
-        assert got == [("a/#", 2), ("b/+", 1)]
+        assert got == [("a/#", 1), ("b/+", 0)]
 
     def test_filters_subscribe_a_repeated_filter_once(self, tmp_path: Path) -> None:
         """The same filter twice is one subscription."""
@@ -212,10 +212,10 @@ class TestFilters:
         """A later filter that covers an earlier one replaces it, with the higher QoS."""
         got = self._filters(
             tmp_path,
-            {"filter": "+/#", "qos": 2, "topics": ["all"]},
-            {"filter": "#", "qos": 1, "topics": ["all"]},
+            {"filter": "+/#", "qos": 1, "topics": ["all"]},
+            {"filter": "#", "qos": 0, "topics": ["all"]},
         )
-        assert got == [("#", 2)]
+        assert got == [("#", 1)]
 
     def test_filters_keep_shared_and_plain_apart(self, tmp_path: Path) -> None:
         """A share group's filter never covers a plain one, nor the reverse."""
