@@ -55,24 +55,36 @@ class CollectorEvent:
         return results
 
     async def wait(self, timeout: float | None = None) -> ResultList:
-        """Wait for the results and return them; raise TimeoutError after ``timeout`` seconds."""
+        """Wait for the results and return them; raise TimeoutError after ``timeout`` seconds.
+
+        A waiter that is cancelled always sees CancelledError, even when the event
+        resolves in the same loop turn (``asyncio.wait_for`` can swallow that on 3.11,
+        so the timeout is a plain timer instead).
+        """
         if self._result is None:
-            waiter = asyncio.get_running_loop().create_future()
+            if timeout is not None and timeout <= 0:
+                raise TimeoutError("collector event not done")
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[None] = loop.create_future()
             if self._waiters is None:
                 self._waiters = [waiter]
             else:
                 self._waiters.append(waiter)
+            timer = None if timeout is None else loop.call_later(timeout, _expire, waiter)
             try:
-                if timeout is None:
-                    await waiter
-                else:
-                    await asyncio.wait_for(waiter, timeout)
+                await waiter
             finally:
-                if not waiter.done() or waiter.cancelled():
+                if timer is not None:
+                    timer.cancel()
+                # Resolving clears the list; otherwise (cancelled, timed out) drop our waiter.
+                waiters = self._waiters
+                if waiters is not None:
                     with contextlib.suppress(ValueError):
-                        self._waiters.remove(waiter)
+                        waiters.remove(waiter)
+            if self._result is None:
+                raise TimeoutError(f"collector event not done after {timeout}s")
         result = self.get_result()
-        assert result is not None  # waiters are only resolved with the result
+        assert result is not None  # checked above, and a result is never unset
         return result
 
     def add_done_callback(self, callback: Callable[[CollectorEvent], object]) -> None:
@@ -109,3 +121,9 @@ class CollectorEvent:
         """Show the payload and the state."""
         state = "pending" if self._result is None else repr(self._result)
         return f"<CollectorEvent {state} {self.payload!r}>"
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    """End a ``wait(timeout=...)``: wake the waiter without a result."""
+    if not waiter.done():
+        waiter.set_result(None)
