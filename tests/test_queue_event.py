@@ -1,4 +1,4 @@
-"""CollectorEvent: waiters cancelled as the event resolves."""
+"""CollectorEvent: waiters cancelled as the event resolves, and done callbacks on every path."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from mqtt_collector import (
     CollectorEvent,
     CollectorQueue,
     Context,
+    Delivery,
     Ok,
     Payload,
     Result,
@@ -84,3 +85,57 @@ class TestWaitCancelled:
             assert not event._waiters  # no waiter left behind
             release.set()
             assert await event.wait(timeout=TIMEOUT) == ResultList([Ok("late")])
+
+
+class TestDoneCallbacks:
+    """The daemon acks through done callbacks, so they run however the event resolves."""
+
+    async def test_done_callback_runs_for_fanned_out_payload(self) -> None:
+        """A callback added while a payload for two collectors runs is called once both finish."""
+        release = asyncio.Event()
+        called = asyncio.Event()
+        seen: list[CollectorEvent] = []
+
+        async def slow(payload: Payload[Any], ctx: Context) -> Result:
+            await release.wait()
+            return Ok("slow")
+
+        async def fast(payload: Payload[Any], ctx: Context) -> Result:
+            return Ok("fast")
+
+        def on_done(event: CollectorEvent) -> None:
+            seen.append(event)
+            called.set()
+
+        collectors = [Collector("a", slow, topics=["t"]), Collector("b", fast, topics=["t"])]
+        async with CollectorQueue(collectors, max_consumers=2) as queue:
+            event = await queue.get_publisher().send(
+                Payload(1, delivery=Delivery.TOPIC, topics=["t"])
+            )
+            event.add_done_callback(on_done)
+            assert not event.done()
+            release.set()
+            await asyncio.wait_for(called.wait(), TIMEOUT)
+        assert seen == [event]
+        assert event.get_result() == ResultList([Ok("slow"), Ok("fast")])
+
+    async def test_done_callback_runs_for_payload_with_no_target(self) -> None:
+        """A callback added to a payload no collector listens to is called when it is handled."""
+        called = asyncio.Event()
+        seen: list[CollectorEvent] = []
+
+        def on_done(event: CollectorEvent) -> None:
+            seen.append(event)
+            called.set()
+
+        async def echo(payload: Payload[Any], ctx: Context) -> Result:
+            return Ok(payload.value)
+
+        async with CollectorQueue([Collector("c", echo, topics=["t"])]) as queue:
+            payload = Payload(1, delivery=Delivery.TOPIC, topics=["nowhere"])
+            event = await queue.get_publisher().send(payload)
+            event.add_done_callback(on_done)
+            assert not event.done()
+            await asyncio.wait_for(called.wait(), TIMEOUT)
+        assert seen == [event]
+        assert event.get_result() == ResultList()

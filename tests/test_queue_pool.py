@@ -154,6 +154,33 @@ class TestPool:
             assert (await event.wait(timeout=TIMEOUT)).first() == Ok("x")
             await wait_for_consumers(queue, 0)
 
+    async def test_pool_long_run_of_instant_payloads_lets_other_tasks_run(self) -> None:
+        """A consumer working through many queued payloads that never suspend still yields."""
+        processed = 0
+        count = 1000
+
+        async def instant(payload: Payload[Any], ctx: Context) -> Result:
+            nonlocal processed
+            processed += 1
+            return Ok(None)
+
+        seen: list[int] = []
+
+        async def other_task() -> None:
+            seen.append(processed)
+
+        queue = CollectorQueue([Collector("c", instant)], min_consumers=1, max_consumers=1)
+        async with queue:
+            publisher = queue.get_publisher()
+            events = [await publisher.send(Payload(i)) for i in range(count)]
+            # The consumer runs first (it was woken by the first send); the other task
+            # gets its turn when the consumer yields, which must be long before the end.
+            await asyncio.wait_for(asyncio.create_task(other_task()), TIMEOUT)
+            await asyncio.wait_for(events[-1].wait(), TIMEOUT)
+        assert len(seen) == 1
+        assert 0 < seen[0] < count
+        assert processed == count
+
 
 class TestBackPressure:
     """A bounded queue makes senders wait."""

@@ -15,6 +15,7 @@ from mqtt_collector import (
     CollectorEvent,
     CollectorQueue,
     Context,
+    Delivery,
     Error,
     LifecycleError,
     LifecycleManager,
@@ -157,6 +158,31 @@ class TestTimeout:
             assert isinstance(result, Error)
             assert isinstance(result.exception, QueueShutDownError)
             assert "shut down" in str(result.exception)
+        assert queue.consumers == 0
+
+    @pytest.mark.parametrize("max_consumers", [1, 2])
+    async def test_shutdown_timeout_resolves_fanned_out_event(self, max_consumers: int) -> None:
+        """A payload for two collectors, one hung, resolves with an Error for the hung one."""
+        gate = Gate()  # never released: the "hung" collector's processor hangs
+        collectors = [Collector("hung", gate, topics=["t"]), Collector("fast", echo, topics=["t"])]
+        queue = CollectorQueue(collectors, min_consumers=1, max_consumers=max_consumers)
+        await queue.init_queue()
+        event = await queue.get_publisher().send(
+            Payload("block", delivery=Delivery.TOPIC, topics=["t"])
+        )
+        await asyncio.wait_for(gate.started.wait(), TIMEOUT)
+        await asyncio.wait_for(queue.shut_down_queue(timeout=0.05), TIMEOUT)
+        assert event.done()
+        results = event.get_result()
+        assert results is not None
+        hung, fast = results
+        assert isinstance(hung, Error)
+        assert isinstance(hung.exception, asyncio.CancelledError)
+        if max_consumers == 1:  # the second delivery never ran
+            assert isinstance(fast, Error)
+            assert isinstance(fast.exception, QueueShutDownError)
+        else:
+            assert fast == Ok("block")
         assert queue.consumers == 0
 
     async def test_shutdown_timeout_fails_sender_blocked_on_full_queue(self) -> None:
