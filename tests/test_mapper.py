@@ -97,6 +97,16 @@ class TestMapper:
         assert payload.topics == ("x", "dev/b", "y")
         assert mapper.payload_topics("a/b") == ("x", "dev/b", "y")
 
+    def test_mapper_unions_topics_when_first_route_has_one_template(self) -> None:
+        """A first matching route with a single template still gets the later routes' topics."""
+        mapper = _mapper(
+            _route("a/#", topics=("x",)),
+            _route("a/+", topics=("site/{1}",)),
+        )
+        payload = mapper.map(_inbound("a/b"))
+        assert payload is not None
+        assert payload.topics == ("x", "site/b")
+
     def test_mapper_uses_default_priority(self) -> None:
         """A route without priority takes the default priority."""
         payload = _mapper(_route("a"), default_priority=42).map(_inbound("a"))
