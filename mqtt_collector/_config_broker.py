@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import ipaddress
+import re
 import secrets
 import socket
 from pathlib import Path
@@ -16,6 +18,12 @@ if TYPE_CHECKING:
     from pydantic import ValidatorFunctionWrapHandler
 
 __all__ = ["BrokerConfig", "Protocol", "ReconnectConfig", "SessionConfig", "TLSConfig"]
+
+_MAX_NAME = 253
+_MAX_LABEL = 63
+# What a label may hold once IDNA-encoded: DNS's letters, digits and '-', and the '_' that
+# container and /etc/hosts names use.
+_LABEL = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class Protocol(enum.Enum):
@@ -131,6 +139,13 @@ class BrokerConfig(ConfigModel):
             raise ValueError("gmqtt transport is not available in this version; use aiomqtt")
         return value
 
+    @field_validator("host")
+    @classmethod
+    def _valid_host(cls, value: str) -> str:
+        """Refuse a host no connection can be made to, rather than fail at every connect."""
+        _check_host(value)
+        return value
+
     @field_validator("username", "password", "password_file", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
@@ -176,6 +191,61 @@ class BrokerConfig(ConfigModel):
                 ("password_file",), "give either password or password_file, not both"
             )
         return model.model_copy(update={"password": _read_password(model.password_file)})
+
+
+def _check_host(host: str) -> None:
+    """Check that ``host`` is an IP address or a host name that can be looked up.
+
+    A name may end in one dot; its labels, IDNA-encoded, must be 1 to 63 characters of letters,
+    digits, ``-`` and ``_``, and the whole at most 253 characters.
+
+    Raises:
+        ValueError: saying what is wrong, e.g. an empty label in ``mqtt..example.com``.
+    """
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return
+    fault = _name_fault(host)
+    if fault is not None:
+        raise ValueError(f"{show(host)} is not a valid host name or IP address: {fault}")
+
+
+def _name_fault(host: str) -> str | None:
+    """Say what is wrong with a host name that is not an IP address, or None if nothing."""
+    name = host.removesuffix(".")
+    fault = _shape_fault(host) or next(filter(None, map(_label_fault, name.split("."))), None)
+    if fault is None and len(name.encode("idna")) > _MAX_NAME:
+        fault = f"it is longer than {_MAX_NAME} characters"
+    return fault
+
+
+def _shape_fault(host: str) -> str | None:
+    """Name the common mistakes of writing more than a host: a URL, brackets, a port."""
+    if "://" in host:
+        return "give the host alone, not a URL"
+    if host.startswith("[") and host.endswith("]"):
+        return "write an IPv6 address without brackets"
+    if ":" in host:
+        return "give the port as broker.port"
+    return None
+
+
+def _label_fault(label: str) -> str | None:
+    """Say what is wrong with one label of a host name, or None if nothing."""
+    if not label:
+        return "it has an empty label"
+    try:
+        encoded = label if label.isascii() else label.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        return f"label {show(label)} cannot be encoded with IDNA ({exc.__cause__ or exc})"
+    if len(encoded) > _MAX_LABEL:
+        return f"label {show(label)} is longer than {_MAX_LABEL} characters"
+    if not _LABEL.fullmatch(encoded):
+        return f"label {show(label)} holds a character other than letters, digits, '-', '_'"
+    return None
 
 
 def _read_password(path: Path) -> SecretStr:

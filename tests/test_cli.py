@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mqtt_collector import __version__
+from mqtt_collector import __version__, _cli
 from mqtt_collector._cli import main
 from tests.daemon_helpers import (
     WAIT,
@@ -177,6 +177,40 @@ class TestCheck:
         assert main(["run", "--config", str(path)]) == 2
         [line] = capsys.readouterr().err.splitlines()
         assert line.startswith(f"{path}: ")
+
+
+class TestBadHost:
+    """A host name that cannot be looked up is a config error, for ``check`` and ``run``."""
+
+    @pytest.mark.parametrize("command", ["check", "run"])
+    def test_cli_refuses_a_host_with_an_empty_label(
+        self,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch,
+        command: str,
+    ) -> None:
+        """``mqtt..example.com``: one line naming broker.host, exit 2, no daemon built."""
+
+        def no_daemon(config: object) -> None:
+            raise AssertionError(f"a daemon was built for {config!r}")
+
+        monkeypatch.setattr(_cli, "Daemon", no_daemon)
+        tree = {
+            "broker": {"host": "mqtt..example.com"},
+            "subscriptions": _SUBSCRIPTIONS,
+            "collectors": _COLLECTORS,
+        }
+        path = _write(tmp_path, tree)
+        assert main([command, "--config", str(path)]) == 2
+        out = capsys.readouterr()
+        assert out.out == ""
+        assert out.err.splitlines() == [
+            (
+                f"{path}: broker.host: 'mqtt..example.com' is not a valid host name or IP"
+                " address: it has an empty label"
+            )
+        ]
 
 
 class TestRoute:

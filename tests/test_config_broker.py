@@ -72,6 +72,80 @@ class TestConnection:
         assert error(tmp_path, broker(host="")) == "broker.host: must not be empty"
 
     @pytest.mark.parametrize(
+        "host",
+        [
+            "127.0.0.1",
+            "::1",
+            "fe80::1%eth0",
+            "broker",
+            "mqtt.example.com",
+            "mqtt.example.com.",
+            "my_broker-1",
+            "bücher.example",
+            f"{'a' * 63}.example",
+            ".".join(["a" * 63] * 3 + ["b" * 61]),
+        ],
+        ids=[
+            "ipv4",
+            "ipv6",
+            "ipv6-zone",
+            "plain",
+            "dotted",
+            "absolute",
+            "underscore",
+            "idna",
+            "label-63",
+            "name-253",
+        ],
+    )
+    def test_broker_host_accepts(self, tmp_path: Path, host: str) -> None:
+        """IP addresses, plain and dotted names, and names that encode with IDNA are hosts."""
+        assert load(tmp_path, broker(host=host)).broker.host == host
+
+    @pytest.mark.parametrize(
+        ("host", "fault"),
+        [
+            ("mqtt..example.com", "it has an empty label"),
+            (".example.com", "it has an empty label"),
+            ("example.com..", "it has an empty label"),
+            (f"{'a' * 64}.com", f"label '{'a' * 59}... is longer than 63 characters"),
+            (
+                ".".join(["a" * 63] * 3 + ["b" * 62]),
+                "it is longer than 253 characters",
+            ),
+            (
+                "\u05d0a.example",
+                "label '\u05d0a' cannot be encoded with IDNA (Violation of BIDI requirement 2)",
+            ),
+            (
+                "mqtt broker",
+                "label 'mqtt broker' holds a character other than letters, digits, '-', '_'",
+            ),
+            ("mqtt://broker", "give the host alone, not a URL"),
+            ("broker:1883", "give the port as broker.port"),
+            ("[::1]", "write an IPv6 address without brackets"),
+        ],
+        ids=[
+            "empty-label",
+            "leading-dot",
+            "two-trailing-dots",
+            "label-64",
+            "name-254",
+            "bad-idna",
+            "space",
+            "url",
+            "port",
+            "brackets",
+        ],
+    )
+    def test_broker_host_refuses(self, tmp_path: Path, host: str, fault: str) -> None:
+        """A host no connection could be made to is refused at load, saying why."""
+        shown = repr(host) if len(repr(host)) <= 60 else repr(host)[:60] + "..."
+        assert error(tmp_path, broker(host=host)) == (
+            f"broker.host: {shown} is not a valid host name or IP address: {fault}"
+        )
+
+    @pytest.mark.parametrize(
         ("given", "expected"), [(5, Protocol.V5), ("5", Protocol.V5), ("3.1.1", Protocol.V311)]
     )
     def test_broker_protocol_accepts(self, tmp_path: Path, given: object, expected: Any) -> None:
