@@ -62,8 +62,9 @@ EXPOSE 9108
 # The daemon serves /healthz only when metrics.listen is set in the config: set it (to
 # 127.0.0.1:9108 or 0.0.0.0:9108) or run with --no-healthcheck. Python's urllib, not curl, so the
 # image needs nothing extra; urlopen raises, and so exits non-zero, on any non-2xx answer.
+# -I (isolated): the working directory is the writable state directory, so import nothing from it.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9108/healthz', timeout=4)"]
+    CMD ["python", "-I", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9108/healthz', timeout=4)"]
 
 # SIGTERM starts the drain (stop reading, finish queued work up to queue.drain_timeout, ack,
 # disconnect). Docker kills after 10 s by default: give `docker stop`/`run` --stop-timeout 45

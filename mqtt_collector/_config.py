@@ -35,6 +35,7 @@ from mqtt_collector._config_sections import (
 )
 from mqtt_collector._envsubst import SubstitutionError, substitute
 from mqtt_collector._exceptions import ConfigError
+from mqtt_collector._imports import add_import_dir
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -190,6 +191,8 @@ def load_config(
         tree = substitute(tree, os.environ if environ is None else environ)
     except SubstitutionError as exc:
         raise _error(name, f"{format_loc(exc.loc)}: {exc}") from None
+    # Collector modules beside the file are importable, after everything else on sys.path.
+    add_import_dir(os.path.dirname(os.path.abspath(name)))  # noqa: PTH100, PTH120 - as named
     try:
         config = Config.model_validate(tree)
     except ValidationError as exc:

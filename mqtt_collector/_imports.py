@@ -6,7 +6,7 @@ import importlib
 import os
 import sys
 
-__all__ = ["import_object"]
+__all__ = ["add_import_dir", "import_object"]
 
 # A module path and an attribute path: dotted Python identifiers on either side of one ":".
 _FORM = "'package.module:attribute'"
@@ -15,9 +15,10 @@ _FORM = "'package.module:attribute'"
 def import_object(path: str) -> object:
     """Import the object named by ``path``, e.g. ``"myapp.sinks:store"``.
 
-    The attribute may be dotted (``"myapp.sinks:Store.handle"``). The current working
-    directory is made importable first, as ``python -m`` does, so a ``myapp/sinks.py`` next
-    to the configuration file is found.
+    The attribute may be dotted (``"myapp.sinks:Store.handle"``). The module is found on
+    ``sys.path`` as it stands: installed packages, ``PYTHONPATH``, and whatever
+    :func:`add_import_dir` appended (the configuration file's directory). The working
+    directory is never added.
 
     Args:
         path: ``"package.module:attribute"``.
@@ -31,7 +32,6 @@ def import_object(path: str) -> object:
             no such attribute; the message starts with ``cannot import '<path>':``.
     """
     module_name, attribute = _split(path)
-    _make_cwd_importable()
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -57,6 +57,17 @@ def import_object(path: str) -> object:
     return found
 
 
+def add_import_dir(directory: str | os.PathLike[str]) -> None:
+    """Make modules in ``directory`` importable, after everything already on ``sys.path``.
+
+    Appended, never inserted: a ``sqlite3.py`` or ``uvloop.py`` there can never shadow the
+    standard library or an installed package, so it is never run in their place.
+    """
+    path = os.path.abspath(directory)  # noqa: PTH100 - a str is what sys.path holds
+    if path not in sys.path:
+        sys.path.append(path)
+
+
 def _split(path: str) -> tuple[str, str]:
     """Split ``path`` into its module and attribute parts, checking both."""
     module_name, sep, attribute = path.partition(":")
@@ -68,11 +79,3 @@ def _split(path: str) -> tuple[str, str]:
 def _dotted(text: str) -> bool:
     """Whether ``text`` is a non-empty dotted sequence of Python identifiers."""
     return bool(text) and all(part.isidentifier() for part in text.split("."))
-
-
-def _make_cwd_importable() -> None:
-    """Put the working directory first on ``sys.path`` unless it is already there."""
-    cwd = os.getcwd()  # noqa: PTH109 - a str is what sys.path holds
-    if "" in sys.path or cwd in sys.path:
-        return
-    sys.path.insert(0, cwd)

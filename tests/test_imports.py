@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from mqtt_collector._imports import import_object
+from mqtt_collector._imports import add_import_dir, import_object
 from tests import sample_collectors
 
 if TYPE_CHECKING:
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 @pytest.fixture
 def make_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], str]]:
-    """Write a uniquely named package into a fresh working directory; give its name.
+    """Write a uniquely named package into a fresh working directory (not importable); its name.
 
     sys.path and sys.modules are restored afterwards, so nothing leaks between tests.
     """
@@ -88,14 +88,27 @@ def test_import_object_refuses_a_malformed_path(path: str) -> None:
         import_object(path)
 
 
-def test_import_object_imports_from_the_working_directory(
+def test_import_object_never_imports_from_the_working_directory(
     make_package: Callable[[str], str],
 ) -> None:
-    """A package in the working directory is importable, as under `python -m`."""
+    """A package in the working directory is not importable: that directory is not searched."""
     name = make_package("async def store(payload, ctx):\n    return None\n")
+    with pytest.raises(ImportError, match=f"No module named '{name}'"):
+        import_object(f"{name}.sinks:store")
+    assert str(Path.cwd()) not in sys.path
+
+
+def test_add_import_dir_appends_after_everything_else(
+    make_package: Callable[[str], str],
+) -> None:
+    """A directory made importable goes last on sys.path, and its modules are then found."""
+    name = make_package("async def store(payload, ctx):\n    return None\n")
+    before = list(sys.path)
+    add_import_dir(Path.cwd())
+    add_import_dir(Path.cwd())
+    assert sys.path == [*before, str(Path.cwd())]
     found = import_object(f"{name}.sinks:store")
     assert getattr(found, "__name__", None) == "store"
-    assert sys.path[0] == str(Path.cwd())
 
 
 def test_import_object_wraps_an_exception_raised_by_the_module(
@@ -103,6 +116,7 @@ def test_import_object_wraps_an_exception_raised_by_the_module(
 ) -> None:
     """A module raising at import gives one ImportError line naming the exception."""
     name = make_package("raise RuntimeError('no database configured')\n")
+    add_import_dir(Path.cwd())
     with pytest.raises(ImportError) as caught:
         import_object(f"{name}.sinks:store")
     assert str(caught.value) == (
@@ -116,6 +130,7 @@ def test_import_object_reports_an_import_error_inside_the_module(
 ) -> None:
     """A module whose own import fails names the module that is missing."""
     name = make_package("import nosuch_dependency_for_tests\n")
+    add_import_dir(Path.cwd())
     with pytest.raises(ImportError) as caught:
         import_object(f"{name}.sinks:store")
     assert str(caught.value) == (
