@@ -10,6 +10,7 @@ from types import MappingProxyType
 from typing import Any
 
 import pytest
+import structlog.testing
 
 from mqtt_collector._collector import Context
 from mqtt_collector._message import Message
@@ -196,6 +197,20 @@ class TestDeadLetter:
         )
         assert isinstance(await guarded(_payload(), Context()), Error)
         assert outcomes == Counter({"store:error": 1})
+
+    async def test_policy_without_dead_letter_only_logs_and_counts(self) -> None:
+        """With publish wired (as the daemon does) and no dead letter, nothing is published."""
+        publish = FakePublish()
+        failure = RuntimeError("no")
+        guarded, outcomes = _guard(Script(Error(failure)), publish)
+        with structlog.testing.capture_logs() as logs:
+            result = await guarded(_payload(), Context())
+        assert isinstance(result, Error)
+        assert result.exception is failure
+        assert publish.sent == []
+        assert outcomes == Counter({"store:error": 1})
+        assert [entry for entry in logs if "dead" in entry["event"]] == []
+        assert [entry["log_level"] for entry in logs] == ["error"]
 
     async def test_policy_success_is_not_dead_lettered(self) -> None:
         """A message that succeeds on retry publishes nothing."""
