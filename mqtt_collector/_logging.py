@@ -22,7 +22,8 @@ def configure_logging(
 ) -> None:
     """Send every log line to ``stream`` (stderr) as JSON or console text, at ``level``.
 
-    ``fmt`` None picks console output on a TTY and JSON lines otherwise.
+    ``fmt`` None picks console output on a TTY and JSON lines otherwise. Tracebacks are logged
+    without local variables, which may hold secrets.
     """
     stream = sys.stderr if stream is None else stream
     if fmt is None:
@@ -36,11 +37,16 @@ def configure_logging(
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: structlog.types.Processor
+    # Tracebacks never show local variables: a frame's locals hold DSNs, passwords and tokens
+    # (structlog's dict_tracebacks, and its console default when rich is installed, show them).
     if fmt == "json":
-        shared.append(structlog.processors.dict_tracebacks)
+        transformer = structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+        shared.append(structlog.processors.ExceptionRenderer(transformer))
         renderer = structlog.processors.JSONRenderer()
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,

@@ -6,6 +6,7 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import structlog
@@ -123,3 +124,61 @@ def test_logging_renders_exceptions_in_json() -> None:
     [line] = [json.loads(text) for text in _lines(stream)]
     assert line["event"] == "failed"
     assert "boom" in json.dumps(line["exception"])
+
+
+_SECRET = "hunter2-in-a-local"
+
+
+def _fail_with_a_secret_local() -> None:
+    """Raise while a local variable holds a secret, as a teardown holding a DSN would."""
+    dsn = f"postgresql://app:{_SECRET}@db/readings"
+    raise RuntimeError("cannot close the connection " + str(len(dsn)))
+
+
+def _log_failures() -> None:
+    """Log one exception through structlog and one through a stdlib logger."""
+    for logger in (structlog.get_logger("x"), logging.getLogger("stdlib")):
+        try:
+            _fail_with_a_secret_local()
+        except RuntimeError:
+            logger.exception("failed")
+
+
+def test_logging_json_tracebacks_carry_no_locals() -> None:
+    """A JSON traceback names the frames but never prints their local variables."""
+    stream = io.StringIO()
+    configure_logging(level="info", fmt="json", stream=stream)
+    _log_failures()
+    lines = [json.loads(text) for text in _lines(stream)]
+    assert len(lines) == 2
+    for line in lines:
+        frames = line["exception"][0]["frames"]
+        assert frames[-1]["name"] == "_fail_with_a_secret_local"
+        assert all(not frame.get("locals") for frame in frames)
+    assert _SECRET not in stream.getvalue()
+
+
+def test_logging_console_tracebacks_carry_no_locals(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Console tracebacks never print locals, even where structlog's default would (rich)."""
+
+    def show_locals(sio: io.StringIO, exc_info: Any) -> None:
+        # What rich's and better-exceptions' formatters do by default when they are installed.
+        tb = exc_info[2]
+        while tb is not None:
+            sio.write(f"\n{tb.tb_frame.f_code.co_name}: {tb.tb_frame.f_locals!r}")
+            tb = tb.tb_next
+
+    init = structlog.dev.ConsoleRenderer.__init__
+    default = structlog.dev.default_exception_formatter
+    assert init.__defaults__ is not None
+    defaults = tuple(show_locals if d is default else d for d in init.__defaults__)
+    monkeypatch.setattr(init, "__defaults__", defaults)
+    monkeypatch.setattr(structlog.dev, "default_exception_formatter", show_locals)
+    monkeypatch.setattr(structlog.dev, "default_monochrome_exception_formatter", show_locals)
+    assert structlog.dev.ConsoleRenderer(colors=False).exception_formatter is show_locals
+    stream = io.StringIO()
+    configure_logging(level="info", fmt="console", stream=stream)
+    _log_failures()
+    text = stream.getvalue()
+    assert _SECRET not in text
+    assert text.count(", in _fail_with_a_secret_local") == 2

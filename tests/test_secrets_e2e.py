@@ -1,0 +1,121 @@
+"""No secret reaches any output: the daemon's logs, ``check`` and ``route``, or /metrics.
+
+The daemon runs through its CLI as a real process against a password-protected Mosquitto, with a
+collector whose processor and lifecycle teardown raise while a local variable holds a DSN with a
+password. Every byte the processes write, and every endpoint's body, is searched for the broker
+password and the DSN's password.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.daemon_helpers import WAIT, Publisher, free_port, wait_until_sync, write_config
+from tests.mosquitto import Mosquitto
+
+pytestmark = pytest.mark.broker
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMAND = (sys.executable, "-m", "mqtt_collector")
+
+
+def _get(port: int, path: str) -> str:
+    """The body of ``GET path`` on the daemon's endpoint, whatever the status."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=WAIT) as response:
+            return str(response.read().decode())
+    except urllib.error.HTTPError as error:
+        with error:
+            return str(error.read().decode())
+
+
+def _cli(*args: str) -> str:
+    """Run a short CLI command; return its stdout and stderr together."""
+    done = subprocess.run(
+        [*COMMAND, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_no_secret_in_logs_check_or_metrics(
+    mosquitto: Mosquitto, topic_prefix: str, tmp_path: Path, fmt: str
+) -> None:
+    """Failing processor and teardown, check, route and /metrics: no password anywhere."""
+    dsn_password = f"pw{uuid.uuid4().hex[:16]}"
+    secrets = (mosquitto.password, dsn_password)
+    metrics_port = free_port()
+    config = write_config(
+        tmp_path,
+        port=mosquitto.auth_port,
+        prefix=topic_prefix,
+        broker={"username": mosquitto.username, "password": mosquitto.password},
+        collectors=[
+            {
+                "key": "leaky",
+                "processor": "tests.secret_collectors:store",
+                "lifecycle": "tests.secret_collectors:database",
+                "topics": ["all"],
+                "options": {"dsn": f"pg://app:{dsn_password}@db/x"},
+            }
+        ],
+        metrics={"listen": f"127.0.0.1:{metrics_port}"},
+        logging={"format": fmt, "level": "debug"},
+    )
+    outputs = {
+        "check": _cli("check", "--config", str(config)),
+        "route": _cli("route", "--config", str(config), f"{topic_prefix}/x"),
+    }
+    out_path, err_path = tmp_path / "stdout", tmp_path / "stderr"
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        process = subprocess.Popen(
+            [*COMMAND, "run", "--config", str(config)],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+        )
+    try:
+
+        def logged(text: str) -> bool:
+            return text in err_path.read_text(encoding="utf-8") or process.poll() is not None
+
+        wait_until_sync(lambda: logged("subscribed"), what="the daemon to subscribe")
+        assert process.poll() is None, err_path.read_text(encoding="utf-8")
+        with Publisher(mosquitto.port) as publisher:
+            publisher.publish_json(f"{topic_prefix}/x", {"t": 1})
+        wait_until_sync(lambda: logged("collector failed"), what="the processor to fail")
+        for path in ("/metrics", "/healthz", "/readyz"):
+            outputs[path] = _get(metrics_port, path)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=WAIT + 5) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=WAIT)
+    outputs["run stdout"] = out_path.read_text(encoding="utf-8")
+    outputs["run stderr"] = err_path.read_text(encoding="utf-8")
+    # The failures were logged, with the teardown's traceback: there was something to leak.
+    assert "collector failed" in outputs["run stderr"]
+    assert "lifecycle teardown failed" in outputs["run stderr"]
+    assert "cannot close the connection" in outputs["run stderr"]
+    assert "secret_collectors.py" in outputs["run stderr"]
+    assert "mqtt_collector_deliveries" in outputs["/metrics"]
+    leaks = [
+        (name, secret) for name, text in outputs.items() for secret in secrets if secret in text
+    ]
+    assert leaks == []
