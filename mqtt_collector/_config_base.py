@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from functools import partial
 from types import MappingProxyType
@@ -12,8 +13,10 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Field,
     PlainSerializer,
     PlainValidator,
+    Strict,
 )
 
 if TYPE_CHECKING:
@@ -26,8 +29,10 @@ __all__ = [
     "ConfigModel",
     "FrozenMapping",
     "LocatedError",
+    "NonEmptyText",
     "PublishQoS",
     "SubscribeQoS",
+    "Text",
     "describe",
     "format_errors",
     "format_loc",
@@ -40,11 +45,23 @@ _SHOW_CHARS = 60
 class ConfigModel(BaseModel):
     """The base of every configuration section: immutable, and unknown keys are errors.
 
-    Numbers given where a string is expected become strings (``password: 1234``); strings
-    become numbers or booleans where those are expected, as ``${VAR}`` always yields a string.
+    Strings become numbers or booleans where those are expected, as ``${VAR}`` always yields a
+    string. The reverse is refused (see :data:`Text`): YAML has already changed the text.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", coerce_numbers_to_str=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+Text = Annotated[str, Strict()]
+"""A string key: only a YAML string (or a ``${VAR}``) is one.
+
+YAML 1.1 reads ``0755`` as the number 493, ``0123`` as 83, ``yes`` as true and ``2024-01-01``
+as a date; turning those back into strings would give ``'493'``, not what was written, so they
+are refused with a message saying to quote them.
+"""
+
+NonEmptyText = Annotated[Text, Field(min_length=1)]
+"""A string key that must not be empty."""
 
 
 class LocatedError(ValueError):
@@ -121,9 +138,21 @@ def _thaw(value: object) -> object:
     return value
 
 
+def _string_keys(value: object) -> object:
+    """Refuse a mapping key YAML read as something else than a string (``0755:`` is 493)."""
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        for key in value:
+            if not isinstance(key, str):
+                hint = _quote_hint(key) or f", got {show(key)}"
+                raise ValueError(f"key {show(key)} must be a string{hint}")  # noqa: TRY004 - for pydantic
+    return value
+
+
 FrozenMapping = Annotated[
-    Mapping[str, Any],
-    BeforeValidator(lambda value: {} if value is None else value),
+    Mapping[Text, Any],
+    BeforeValidator(_string_keys),
     AfterValidator(_freeze),
     PlainSerializer(_thaw),
 ]
@@ -192,6 +221,22 @@ _MESSAGES = {
 }
 
 
+# What YAML reads an unquoted scalar as, with an example of such text, for "quote it" hints.
+_YAML_READS: tuple[tuple[type | tuple[type, ...], str, str], ...] = (
+    (bool, "a boolean", "yes"),
+    ((int, float), "a number", "0123"),
+    ((dt.date, dt.datetime), "a date", "2024-01-01"),
+)
+
+
+def _quote_hint(value: object) -> str | None:
+    """Say to quote a scalar that YAML did not keep as text; None for anything else."""
+    for kinds, kind, example in _YAML_READS:
+        if isinstance(value, kinds):
+            return f"; quote it ('{example}' in YAML is read as {kind})"
+    return None
+
+
 def describe(error: ErrorDetails) -> tuple[tuple[str | int, ...], str]:
     """Return the key path and a plain message for one pydantic error."""
     loc = tuple(error["loc"])
@@ -201,6 +246,11 @@ def describe(error: ErrorDetails) -> tuple[tuple[str | int, ...], str]:
         return (*loc, *cause.loc), str(cause)
     if isinstance(cause, ValueError | AssertionError):
         return loc, str(cause)
+    if error["type"] in {"string_type", "path_type"}:
+        # Without the value: it may be a password, and it is not what was written anyway.
+        hint = _quote_hint(error["input"])
+        if hint is not None:
+            return loc, f"must be a string{hint}"
     template = _MESSAGES.get(error["type"])
     if template is None:
         return loc, error["msg"]

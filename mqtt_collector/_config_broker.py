@@ -8,11 +8,11 @@ import re
 import secrets
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
+from pydantic import Field, FilePath, SecretStr, Strict, field_validator, model_validator
 
-from mqtt_collector._config_base import ConfigModel, LocatedError, show
+from mqtt_collector._config_base import ConfigModel, LocatedError, NonEmptyText, Text, show
 
 if TYPE_CHECKING:
     from pydantic import ValidatorFunctionWrapHandler
@@ -118,12 +118,12 @@ class BrokerConfig(ConfigModel):
     """
 
     client: Literal["aiomqtt"] = "aiomqtt"
-    host: str = Field(default="127.0.0.1", min_length=1)
+    host: NonEmptyText = "127.0.0.1"
     port: int = Field(default=1883, ge=1, le=65535)
-    client_id: str = ""
+    client_id: Text = ""
     protocol: Protocol = Protocol.V5
-    username: str | None = None
-    password: SecretStr | None = None
+    username: Text | None = None
+    password: Annotated[SecretStr, Strict()] | None = None
     password_file: Path | None = None
     tls: TLSConfig | None = None
     keepalive: int = Field(default=30, ge=1, le=65535)

@@ -18,8 +18,10 @@ from mqtt_collector._config_base import (
     ConfigModel,
     FrozenMapping,
     LocatedError,
+    NonEmptyText,
     PublishQoS,
     SubscribeQoS,
+    Text,
     show,
 )
 from mqtt_collector._imports import import_object
@@ -32,8 +34,6 @@ if TYPE_CHECKING:
     from mqtt_collector._typing import LifecycleManager, Processor
 
 __all__ = ["CollectorConfig", "DeadLetterConfig", "RetryConfig", "Subscription"]
-
-NonEmptyStr = Annotated[str, Field(min_length=1)]
 
 
 class Subscription(ConfigModel):
@@ -49,12 +49,12 @@ class Subscription(ConfigModel):
         max_body_bytes: bodies larger than this are refused; None for no bound.
     """
 
-    filter: str
+    filter: Text
     qos: SubscribeQoS = 1
     decode: Literal["json", "text", "bytes"] = "json"
-    topics: tuple[str, ...] = Field(default=("{topic}",), min_length=1)
+    topics: tuple[Text, ...] = Field(default=("{topic}",), min_length=1)
     priority: int | None = None
-    share_group: NonEmptyStr | None = None
+    share_group: NonEmptyText | None = None
     max_body_bytes: int | None = Field(default=None, gt=0)
 
     _matcher: TopicFilter = PrivateAttr()
@@ -136,7 +136,7 @@ class DeadLetterConfig(ConfigModel):
         qos: the QoS it is published with.
     """
 
-    topic: str
+    topic: Text
     qos: PublishQoS = 1
 
     @field_validator("topic")
@@ -208,10 +208,10 @@ class CollectorConfig(ConfigModel):
         dead_letter: where finally failed messages are published, or None.
     """
 
-    key: NonEmptyStr
+    key: NonEmptyText
     processor: _Processor
     lifecycle: _Lifecycle | None = None
-    topics: tuple[NonEmptyStr, ...] = Field(min_length=1)
+    topics: tuple[NonEmptyText, ...] = Field(min_length=1)
     options: FrozenMapping = Field(default_factory=lambda: MappingProxyType({}))
     timeout: float | None = Field(default=None, gt=0)
     retry: RetryConfig = Field(default_factory=RetryConfig)

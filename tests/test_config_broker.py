@@ -7,12 +7,17 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import yaml
 
 from mqtt_collector._config import Protocol
 from tests.config_helpers import base, error, load
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+
+# The subscriptions and collectors of base(), as YAML text, for tests that write YAML by hand.
+_ROUTES = yaml.safe_dump({key: value for key, value in base().items() if key != "broker"})
 
 
 def broker(**keys: Any) -> dict[str, Any]:
@@ -224,6 +229,53 @@ class TestSession:
         assert load(tmp_path, broker(client_id="c")).broker.session.expiry == 86400
 
 
+class TestStrings:
+    """String keys given a YAML number, boolean or date are refused, not converted."""
+
+    @pytest.mark.parametrize(
+        ("key", "text", "kind", "example"),
+        [
+            ("client_id", "0755", "a number", "'0123'"),
+            ("client_id", "12:30", "a number", "'0123'"),
+            ("client_id", "0x1F", "a number", "'0123'"),
+            ("client_id", "1.5", "a number", "'0123'"),
+            ("username", "yes", "a boolean", "'yes'"),
+            ("username", "2024-01-01", "a date", "'2024-01-01'"),
+            ("host", "10", "a number", "'0123'"),
+        ],
+    )
+    def test_broker_string_key_refuses_other_scalars(
+        self, tmp_path: Path, key: str, text: str, kind: str, example: str
+    ) -> None:
+        """The error says to quote the value and why YAML read it otherwise."""
+        assert error(tmp_path, f"broker:\n  {key}: {text}\n" + _ROUTES) == (
+            f"broker.{key}: must be a string; quote it ({example} in YAML is read as {kind})"
+        )
+
+    def test_broker_password_file_number_refused(self, tmp_path: Path) -> None:
+        """A path YAML reads as a number is refused the same way."""
+        assert error(tmp_path, "broker:\n  password_file: 0123\n" + _ROUTES) == (
+            "broker.password_file: must be a string; quote it ('0123' in YAML is read as a number)"
+        )
+
+    def test_broker_quoted_client_id_kept(self, tmp_path: Path) -> None:
+        """A quoted ``'0755'`` is the client id as written."""
+        assert load(tmp_path, "broker:\n  client_id: '0755'\n" + _ROUTES).broker.client_id == (
+            "0755"
+        )
+
+    def test_broker_client_id_from_environment_digits(self, tmp_path: Path) -> None:
+        """A ``${VAR}`` client id of digits stays the string the variable holds."""
+        text = "broker:\n  client_id: ${ID}\n" + _ROUTES
+        assert load(tmp_path, text, {"ID": "0755"}).broker.client_id == "0755"
+
+    def test_broker_string_key_refuses_a_list(self, tmp_path: Path) -> None:
+        """A list is not a string either; the message names what it is."""
+        assert error(tmp_path, broker(username=["a"])) == (
+            "broker.username: must be a string, got a list"
+        )
+
+
 class TestCredentials:
     """username, password, password_file."""
 
@@ -235,11 +287,25 @@ class TestCredentials:
         assert config.broker.password is not None
         assert config.broker.password.get_secret_value() == "hunter2"
 
-    def test_broker_password_number_is_a_string(self, tmp_path: Path) -> None:
-        """A numeric password in YAML is taken as its text."""
-        password = load(tmp_path, broker(password=1234)).broker.password
+    def test_broker_password_number_refused(self, tmp_path: Path) -> None:
+        """``password: 0123`` (YAML reads 83) is refused, saying to quote it, never shown."""
+        message = error(tmp_path, "broker:\n  password: 0123\n" + _ROUTES)
+        assert message == (
+            "broker.password: must be a string; quote it ('0123' in YAML is read as a number)"
+        )
+
+    def test_broker_quoted_number_password_kept(self, tmp_path: Path) -> None:
+        """A quoted ``'0123'`` is the password as written."""
+        password = load(tmp_path, "broker:\n  password: '0123'\n" + _ROUTES).broker.password
         assert password is not None
-        assert password.get_secret_value() == "1234"
+        assert password.get_secret_value() == "0123"
+
+    def test_broker_password_from_environment_digits(self, tmp_path: Path) -> None:
+        """A ``${VAR}`` password of digits stays the string the variable holds."""
+        text = "broker:\n  password: ${PW}\n" + _ROUTES
+        password = load(tmp_path, text, {"PW": "0123"}).broker.password
+        assert password is not None
+        assert password.get_secret_value() == "0123"
 
     def test_broker_empty_password_is_none(self, tmp_path: Path) -> None:
         """An empty password (e.g. ${MQTT_PASSWORD:-}) means no password."""

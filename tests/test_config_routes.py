@@ -24,6 +24,14 @@ def collect(**keys: Any) -> dict[str, Any]:
     return base(collectors=[collector(**keys)])
 
 
+def _routes(subscription: str, collector: str) -> str:
+    """YAML text with one subscription and one collector written as flow-mapping entries."""
+    return (
+        f"subscriptions: [{{{subscription}}}]\n"
+        f"collectors: [{{processor: 'tests.sample_collectors:store', {collector}}}]\n"
+    )
+
+
 class TestSubscription:
     """subscriptions[i]."""
 
@@ -137,6 +145,46 @@ class TestSubscription:
         """The priority must be an integer."""
         assert error(tmp_path, subscribe(priority="high")) == (
             "subscriptions[0].priority: must be an integer, got 'high'"
+        )
+
+
+class TestStrings:
+    """Route keys that are strings refuse YAML numbers, booleans and dates."""
+
+    @pytest.mark.parametrize(
+        ("subscription", "collector", "loc"),
+        [
+            ("filter: 123", "key: k, topics: [a]", "subscriptions[0].filter"),
+            ("filter: a, topics: [2024]", "key: k, topics: [a]", "subscriptions[0].topics[0]"),
+            ("filter: a, share_group: 7", "key: k, topics: [a]", "subscriptions[0].share_group"),
+            ("filter: a", "key: 0755, topics: [a]", "collectors[0].key"),
+            ("filter: a", "key: k, topics: [1.5]", "collectors[0].topics[0]"),
+            (
+                "filter: a",
+                "key: k, topics: [a], dead_letter: {topic: 404}",
+                "collectors[0].dead_letter.topic",
+            ),
+        ],
+    )
+    def test_route_string_key_refuses_a_number(
+        self, tmp_path: Path, subscription: str, collector: str, loc: str
+    ) -> None:
+        """A number where a string belongs says to quote it."""
+        assert error(tmp_path, _routes(subscription, collector)) == (
+            f"{loc}: must be a string; quote it ('0123' in YAML is read as a number)"
+        )
+
+    def test_collector_options_values_left_alone(self, tmp_path: Path) -> None:
+        """The options values are free: numbers, booleans and dates stay as YAML read them."""
+        text = _routes("filter: a", "key: k, topics: [a], options: {mode: 0755, sync: yes}")
+        assert dict(load(tmp_path, text).collectors[0].options) == {"mode": 493, "sync": True}
+
+    def test_collector_options_key_must_be_a_string(self, tmp_path: Path) -> None:
+        """An options key YAML reads as a number is refused, not turned into its digits."""
+        text = _routes("filter: a", "key: k, topics: [a], options: {0755: x}")
+        assert error(tmp_path, text) == (
+            "collectors[0].options: key 493 must be a string; quote it ('0123' in YAML is read"
+            " as a number)"
         )
 
 
