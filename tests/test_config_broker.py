@@ -169,6 +169,21 @@ class TestConnection:
         """The keepalive and receive_maximum must be 1..65535."""
         assert error(tmp_path, broker(**{key: 0})) == f"broker.{key}: must be at least 1, got 0"
 
+    @pytest.mark.parametrize("key", ["port", "keepalive", "receive_maximum"])
+    def test_broker_two_byte_integers_above_65535(self, tmp_path: Path, key: str) -> None:
+        """The port, keepalive and receive_maximum are two-byte fields: 65536 is refused."""
+        assert error(tmp_path, broker(**{key: 65536})) == (
+            f"broker.{key}: must be at most 65535, got 65536"
+        )
+
+    @pytest.mark.parametrize("value", [1, 65535])
+    @pytest.mark.parametrize("key", ["port", "keepalive", "receive_maximum"])
+    def test_broker_two_byte_integers_edges_accepted(
+        self, tmp_path: Path, key: str, value: int
+    ) -> None:
+        """1 and 65535 are both accepted for the port, keepalive and receive_maximum."""
+        assert getattr(load(tmp_path, broker(**{key: value})).broker, key) == value
+
     def test_broker_reconnect_max_below_initial(self, tmp_path: Path) -> None:
         """max_delay must not be below initial_delay."""
         data = broker(reconnect={"initial_delay": 2, "max_delay": 1.5})
@@ -317,6 +332,27 @@ class TestCredentials:
         config = load(tmp_path, broker(password_file=str(tmp_path / "password")))
         assert config.broker.password is not None
         assert config.broker.password.get_secret_value() == "s3cret\n"
+
+    @pytest.mark.parametrize(
+        ("content", "password"),
+        [
+            (b"s3cret", "s3cret"),
+            (b"s3cret\n", "s3cret"),
+            (b"s3cret\n\n", "s3cret\n"),
+            (b"s3cret\r\n", "s3cret"),
+            (b" s3 cret\t", " s3 cret\t"),
+            (b"s3\ncret", "s3\ncret"),
+        ],
+        ids=["no-newline", "newline", "two-newlines", "crlf", "spaces", "inner-newline"],
+    )
+    def test_broker_password_file_content(
+        self, tmp_path: Path, content: bytes, password: str
+    ) -> None:
+        """The whole content is the password, less one trailing newline; nothing else is cut."""
+        (tmp_path / "password").write_bytes(content)
+        config = load(tmp_path, broker(password_file=str(tmp_path / "password")))
+        assert config.broker.password is not None
+        assert config.broker.password.get_secret_value() == password
 
     def test_broker_password_file_crlf_is_one_newline(self, tmp_path: Path) -> None:
         """A trailing CRLF counts as one newline."""

@@ -34,6 +34,11 @@ class TestQueue:
             "queue: min_consumers (8) is greater than max_consumers (4)"
         )
 
+    def test_queue_min_equal_max_accepted(self, tmp_path: Path) -> None:
+        """min_consumers equal to max_consumers is a fixed pool, not an error."""
+        queue = load(tmp_path, base(queue={"min_consumers": 4, "max_consumers": 4})).queue
+        assert (queue.min_consumers, queue.max_consumers) == (4, 4)
+
     @pytest.mark.parametrize("key", ["min_consumers", "max_consumers", "maxsize"])
     def test_queue_counts_at_least_one(self, tmp_path: Path, key: str) -> None:
         """Consumer counts and maxsize must be >= 1."""
