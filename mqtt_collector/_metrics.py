@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import socket
+import sys
 import threading
 from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -62,13 +67,70 @@ class Metrics:
         child.inc()
 
 
+# Seconds a connection may wait for each read or write: an idle or slow client (or a port
+# scanner) gives up its thread after this, and never delays anyone else's request.
+CONNECTION_TIMEOUT = 5.0
+
+logger = logging.getLogger(__name__)
+
+
 class _QuietHandler(WSGIRequestHandler):
+    timeout = CONNECTION_TIMEOUT
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         """Do not print a line per scrape."""
 
 
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    """A WSGI server answering each connection in a thread of its own.
+
+    ``stop_connections()`` ends the connections still open, so that ``server_close()`` (which
+    joins their threads) returns at once instead of after a client's timeout.
+    """
+
+    daemon_threads = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Bind like WSGIServer; keep track of the connections being served."""
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve ``request`` in a new thread."""
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        """Close ``request``'s connection; it is no longer ours to end."""
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def stop_connections(self) -> None:
+        """Shut down every open connection: a thread blocked reading one returns at once."""
+        with self._open_lock:
+            # Under the lock, none of these has been closed yet (shutdown_request takes it first).
+            for connection in self._open:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:  # noqa: ARG002 - stdlib signature
+        """Log a failed connection: one that timed out or went away at debug level only."""
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            logger.debug("metrics: connection from %s ended: %r", client_address, error)
+        else:
+            logger.error("metrics: request from %s failed", client_address, exc_info=error)
+
+
 class MetricsServer:
-    """Serves /metrics (Prometheus), /healthz (process up) and /readyz (connected) in a thread."""
+    """Serves /metrics (Prometheus), /healthz (process up) and /readyz (connected) in threads.
+
+    Each connection has a thread of its own and :data:`CONNECTION_TIMEOUT` seconds per read or
+    write, so an idle or slow client never holds up a scrape or a health check.
+    """
 
     def __init__(
         self, metrics: Metrics, host: str, port: int, *, ready: Callable[[], bool]
@@ -89,7 +151,9 @@ class MetricsServer:
                 return [b"not connected\n"]
             return prometheus(environ, start_response)  # type: ignore[no-any-return]
 
-        self._server: WSGIServer = make_server(host, port, app, handler_class=_QuietHandler)
+        self._server = make_server(
+            host, port, app, server_class=_ThreadingServer, handler_class=_QuietHandler
+        )
         self.port = self._server.server_port
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="metrics", daemon=True
@@ -100,7 +164,8 @@ class MetricsServer:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop serving and close the socket."""
+        """Stop serving, end the connections still open, and close the socket."""
         if self._thread.is_alive():
             self._server.shutdown()
+        self._server.stop_connections()
         self._server.server_close()
