@@ -11,6 +11,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Acker", "Ticket"]
 
+_HELD = 2  # Ticket.state of a message never to be acked
+
 
 class Ticket:
     """One message's place in the ack order."""
@@ -28,9 +30,10 @@ class Acker:
     """Sends acks strictly in arrival order, and only on the connection a message came by.
 
     A message is acked once it and every message before it on the same connection are
-    done. A held message (abandoned at shutdown) is never acked, and neither is anything
-    after it, so the broker sends them all again. A new connection forgets what the old
-    one had pending: the broker redelivers those itself.
+    done. A held message (abandoned at shutdown, or one whose dead letter failed) is never
+    acked, and neither is anything after it (acks go in order), so the broker sends them all
+    again on the next connection. A new connection forgets what the old one had pending:
+    the broker redelivers those itself.
     """
 
     def __init__(self, transport: Transport, *, on_ack: Callable[[], object] | None = None) -> None:
@@ -43,6 +46,15 @@ class Acker:
     def __len__(self) -> int:
         """Return how many messages await their ack."""
         return len(self._pending)
+
+    def blocked(self) -> int:
+        """Return the connection whose acks are stuck behind a held message (0: none are).
+
+        Once the oldest pending message is held, nothing more can be acked on that
+        connection: only a new connection, on which the broker sends them all again, helps.
+        """
+        pending = self._pending
+        return self._connection if pending and pending[0].state == _HELD else 0
 
     def track(self, message: Inbound) -> Ticket | None:
         """Put ``message`` in line; None for QoS 0, which has no ack."""

@@ -15,6 +15,7 @@ from mqtt_collector._exceptions import QueueShutDownError, TransportError
 from mqtt_collector._mapper import Mapper, MappingError
 from mqtt_collector._metrics import Metrics, MetricsServer
 from mqtt_collector._notify import notify
+from mqtt_collector._policy import UnacknowledgedError
 from mqtt_collector._queue import CollectorQueue
 from mqtt_collector._result import Error
 from mqtt_collector._wiring import (
@@ -68,6 +69,9 @@ class Daemon:
         self._stop_requested = False
         self.ready = False  # connected and subscribed
         self._received = 0
+        # Only a collector with a dead letter can ask for a message to be left unacked.
+        self._may_hold = any(c.dead_letter is not None for c in config.collectors)
+        self._redelivery: asyncio.Task[None] | None = None
 
     def stop(self) -> None:
         """Ask the daemon to stop (safe to call from a signal handler, or more than once)."""
@@ -111,6 +115,8 @@ class Daemon:
                 fatal = exc
             logger.info("draining", queued=self.queue.qsize(), running=self.queue.busy)
             await self.queue.shut_down_queue(timeout=self.config.queue.drain_timeout)
+            if self._redelivery is not None:
+                await self._redelivery  # a disconnect: bounded, never raises
             await self.transport.disconnect()
             logger.info("stopped")
             if fatal is not None:
@@ -229,18 +235,50 @@ class Daemon:
             event.add_done_callback(functools.partial(self._settled, ticket))
 
     def _settled(self, ticket: Ticket, event: CollectorEvent) -> None:
-        # Only work the shutdown gave up on stays unacked (the broker sends it again); an
-        # Error the error policy handled is acked like a success.
-        if self.queue.running:
+        """Ack a message once its collectors are done, or hold it for the broker to resend.
+
+        Held (never acked): a message whose dead letter did not get through (the error policy
+        says so with UnacknowledgedError), and work the shutdown gave up on. Any other Error
+        the error policy handled is acked like a success. Acks go in arrival order, so a held
+        message holds every later one on its connection too; once nothing before it is left
+        to ack, the daemon reconnects so the broker sends them all again soon.
+        """
+        running = self.queue.running
+        if running and not self._may_hold:
             self.acker.done(ticket)
             return
         results = event.get_result()
-        abandoned = results is not None and any(
+        held = results is not None and any(
             isinstance(r, Error)
-            and isinstance(r.exception, (QueueShutDownError, asyncio.CancelledError))
+            and (
+                isinstance(r.exception, UnacknowledgedError)
+                or (not running and isinstance(r.exception, _ABANDONED))
+            )
             for r in results
         )
-        self.acker.done(ticket, ack=not abandoned)
+        self.acker.done(ticket, ack=not held)
+        if running:
+            self._redeliver_when_blocked()
+
+    def _redeliver_when_blocked(self) -> None:
+        """Reconnect once acks on this connection are stuck behind a held message.
+
+        Nothing more would be acked on it: flow control would soon stop reading, for good.
+        On the new connection the broker sends every unacked message again, in order.
+        """
+        blocked = self.acker.blocked()
+        transport = self.transport
+        if not blocked or blocked != transport.connection or not transport.connected:
+            return
+        if self._redelivery is not None and not self._redelivery.done():
+            return
+        logger.warning(
+            "reconnecting to have the unacknowledged messages sent again",
+            unacked=len(self.acker),
+        )
+        self._redelivery = asyncio.get_running_loop().create_task(
+            transport.disconnect(), name="mqtt-redelivery"
+        )
 
     async def _publish(
         self,
@@ -255,6 +293,8 @@ class Daemon:
 
 # Seconds without a new message after which a member leaving its share group stops reading.
 _QUIET = 0.5
+# What a result's exception is when the shutdown gave up on its payload.
+_ABANDONED = (QueueShutDownError, asyncio.CancelledError)
 
 
 def _backoff(failures: int, initial: float, maximum: float) -> float:

@@ -12,13 +12,14 @@ from typing import Any
 import structlog
 
 from mqtt_collector._collector import Context
+from mqtt_collector._exceptions import CollectorError
 from mqtt_collector._message import Message
 from mqtt_collector._payload import Payload
 from mqtt_collector._result import Error, Ok, Result
 from mqtt_collector._router import run_processor
 from mqtt_collector._typing import Processor
 
-__all__ = ["DeadLetter", "Policy", "guard"]
+__all__ = ["DeadLetter", "Policy", "UnacknowledgedError", "guard"]
 
 logger = structlog.get_logger("mqtt_collector.policy")
 
@@ -46,8 +47,29 @@ class Policy:
     dead_letter: DeadLetter | None = None
 
 
+class UnacknowledgedError(CollectorError):
+    """Why a failed message must stay unacknowledged: its dead letter did not get through.
+
+    A guarded processor returns ``Error(UnacknowledgedError(...))`` instead of the collector's own
+    Error when the dead-letter publish raised (the broker refused it, or the connection went):
+    acking the original would lose the message. The daemon holds its ack, so the broker sends
+    it again on the next connection. ``error`` is the collector's failure; ``reason`` (and
+    ``__cause__``) why the dead letter failed.
+    """
+
+    def __init__(self, error: BaseException, reason: str) -> None:
+        """Wrap the collector's ``error``; ``reason`` says why the dead letter failed."""
+        super().__init__(f"{_describe(error)}; dead letter not published: {reason}")
+        self.error = error
+        self.reason = reason
+
+
 Hook = Callable[[str, str], None]
-"""``hook(collector_key, outcome)`` for metrics: outcome is ok, error, retry, dead_letter."""
+"""``hook(collector_key, outcome)`` for metrics.
+
+The outcome is ok, error, retry, dead_letter, or dead_letter_failed (the message is left
+unacknowledged).
+"""
 
 
 def guard(  # noqa: C901 - one closure per concern reads better than a class here
@@ -61,7 +83,8 @@ def guard(  # noqa: C901 - one closure per concern reads better than a class her
     """Wrap ``processor`` so timeouts, retries, the dead letter and logging happen per ``policy``.
 
     The wrapped processor never raises: every failure is an Error result, logged with the
-    message's topic and counted through ``on_outcome``.
+    message's topic and counted through ``on_outcome``. A failure whose dead letter did not get
+    through is ``Error(UnacknowledgedError(...))``: its message must not be acked.
     """
     timeout, attempts = policy.timeout, policy.attempts
 
@@ -111,7 +134,7 @@ def guard(  # noqa: C901 - one closure per concern reads better than a class her
         if on_outcome is not None:
             on_outcome(key, "error")
         if policy.dead_letter is not None and publish is not None:
-            await _dead_letter(
+            return await _dead_letter(
                 key=key,
                 payload=payload,
                 result=result,
@@ -132,7 +155,12 @@ async def _dead_letter(
     target: DeadLetter,
     publish: Publish,
     on_outcome: Hook | None,
-) -> None:
+) -> Error:
+    """Publish the dead letter; return ``result``, or an Error(UnacknowledgedError) if it failed.
+
+    Any exception of ``publish`` means the dead letter did not get through (the transport
+    raises when the broker refuses it, e.g. MQTT 5 PUBACK 0x87 "not authorized").
+    """
     value = payload.value
     topic = value.topic if isinstance(value, Message) else ""
     raw = value.raw if isinstance(value, Message) else repr(value).encode()
@@ -148,18 +176,24 @@ async def _dead_letter(
         else:
             envelope = {"error": error, "collector": key, "topic": topic, **_body(raw)}
             await publish(target.topic, json.dumps(envelope).encode(), qos=target.qos)
-    except Exception as exc:  # noqa: BLE001 - a failed dead letter is logged, never raised
+    except Exception as exc:  # noqa: BLE001 - any failure: the original must not be acked
+        reason = _describe(exc)
         logger.error(
-            "dead letter not published",
+            "dead letter not published, message left unacknowledged: the broker sends it again",
             collector=key,
             topic=topic,
             dead_letter_topic=target.topic,
-            error=_describe(exc),
+            reason=reason,
         )
-        return
+        if on_outcome is not None:
+            on_outcome(key, "dead_letter_failed")
+        unacknowledged = UnacknowledgedError(result.exception, reason)
+        unacknowledged.__cause__ = exc
+        return Error(unacknowledged)
     logger.warning("dead-lettered", collector=key, topic=topic, dead_letter_topic=target.topic)
     if on_outcome is not None:
         on_outcome(key, "dead_letter")
+    return result
 
 
 def _body(raw: bytes) -> dict[str, str]:

@@ -13,9 +13,10 @@ import pytest
 import structlog.testing
 
 from mqtt_collector._collector import Context
+from mqtt_collector._exceptions import TransportError
 from mqtt_collector._message import Message
 from mqtt_collector._payload import Delivery, Payload
-from mqtt_collector._policy import DeadLetter, Policy, guard
+from mqtt_collector._policy import DeadLetter, Policy, Publish, UnacknowledgedError, guard
 from mqtt_collector._result import Error, Ok, Result
 from mqtt_collector._typing import Processor
 
@@ -77,7 +78,7 @@ class Script:
 
 
 def _guard(
-    processor: Processor, publish: FakePublish | None = None, **policy: Any
+    processor: Processor, publish: Publish | None = None, **policy: Any
 ) -> tuple[Processor, Counter[str]]:
     outcomes: Counter[str] = Counter()
     guarded = guard(
@@ -190,13 +191,13 @@ class TestDeadLetter:
         assert base64.b64decode(envelope["body"]) == raw
 
     async def test_policy_dead_letter_failure_is_not_raised(self) -> None:
-        """A dead letter that cannot be published is logged; the Error is still returned."""
+        """A dead letter that cannot be published is logged and counted; an Error is returned."""
         target = DeadLetter(topic="dead/store", qos=1, v5=True)
         guarded, outcomes = _guard(
             Script(Error(RuntimeError("no"))), FakePublish(fail=True), dead_letter=target
         )
         assert isinstance(await guarded(_payload(), Context()), Error)
-        assert outcomes == Counter({"store:error": 1})
+        assert outcomes == Counter({"store:error": 1, "store:dead_letter_failed": 1})
 
     async def test_policy_without_dead_letter_only_logs_and_counts(self) -> None:
         """With publish wired (as the daemon does) and no dead letter, nothing is published."""
@@ -220,6 +221,91 @@ class TestDeadLetter:
         guarded, _ = _guard(script, publish, attempts=2, backoff=0.001, dead_letter=target)
         await guarded(_payload(), Context())
         assert publish.sent == []
+
+
+class RaisingPublish:
+    """A dead-letter publish that raises ``exc``, as the transport does on a failure."""
+
+    def __init__(self, exc: Exception) -> None:
+        """Raise ``exc`` on every call."""
+        self.exc = exc
+        self.calls = 0
+
+    async def __call__(self, topic: str, body: bytes, **kwargs: Any) -> None:
+        """Count the call, then raise."""
+        self.calls += 1
+        raise self.exc
+
+
+class TestDeadLetterFailed:
+    """A dead letter that did not get through leaves the original unacknowledged."""
+
+    @pytest.mark.parametrize(
+        "exc",
+        [
+            TransportError("the broker refused the publish to 'dead/store': Not authorized"),
+            TransportError("not connected"),
+            ConnectionError("broker gone"),
+        ],
+        ids=["refused", "not-connected", "os-error"],
+    )
+    async def test_policy_dead_letter_failed_returns_unacknowledged(self, exc: Exception) -> None:
+        """The result is Error(UnacknowledgedError) around the collector's error, caused by exc."""
+        failure = RuntimeError("disk full")
+        publish = RaisingPublish(exc)
+        target = DeadLetter(topic="dead/store", qos=1, v5=True)
+        guarded, _ = _guard(Script(Error(failure)), publish, dead_letter=target)
+        result = await guarded(_payload(), Context())
+        assert publish.calls == 1
+        assert isinstance(result, Error)
+        assert isinstance(result.exception, UnacknowledgedError)
+        assert result.exception.error is failure
+        assert result.exception.__cause__ is exc
+        assert result.exception.reason == f"{type(exc).__name__}: {exc}"
+
+    async def test_policy_dead_letter_failed_is_counted(self) -> None:
+        """The failure is counted as dead_letter_failed, never as dead_letter."""
+        target = DeadLetter(topic="dead/store", qos=1, v5=False)
+        publish = RaisingPublish(TransportError("refused"))
+        guarded, outcomes = _guard(
+            Script(Error(RuntimeError("no"))),
+            publish,
+            attempts=2,
+            backoff=0.001,
+            dead_letter=target,
+        )
+        await guarded(_payload(), Context())
+        assert outcomes == Counter(
+            {"store:retry": 1, "store:error": 1, "store:dead_letter_failed": 1}
+        )
+
+    async def test_policy_dead_letter_failed_logs_one_error_line(self) -> None:
+        """One error line names collector, topic, dead-letter topic, reason and what happens."""
+        target = DeadLetter(topic="dead/store", qos=1, v5=True)
+        publish = RaisingPublish(TransportError("refused: Not authorized"))
+        guarded, _ = _guard(Script(Error(RuntimeError("no"))), publish, dead_letter=target)
+        with structlog.testing.capture_logs() as logs:
+            await guarded(_payload(), Context())
+        dead = [entry for entry in logs if "dead" in entry["event"]]
+        assert len(dead) == 1, logs
+        [line] = dead
+        assert line["log_level"] == "error"
+        assert "left unacknowledged: the broker sends it again" in line["event"]
+        assert (line["collector"], line["topic"], line["dead_letter_topic"]) == (
+            "store",
+            TOPIC,
+            "dead/store",
+        )
+        assert line["reason"] == "TransportError: refused: Not authorized"
+
+    async def test_policy_dead_letter_published_returns_the_collectors_error(self) -> None:
+        """A dead letter that got through returns the collector's own Error (acked as handled)."""
+        failure = RuntimeError("no")
+        target = DeadLetter(topic="dead/store", qos=1, v5=True)
+        guarded, _ = _guard(Script(Error(failure)), FakePublish(), dead_letter=target)
+        result = await guarded(_payload(), Context())
+        assert isinstance(result, Error)
+        assert result.exception is failure
 
 
 class TestFaults:

@@ -22,7 +22,7 @@ from tests.faults.helpers import (
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from tests.mosquitto import Mosquitto
+    from tests.mosquitto import Mosquitto, MosquittoFactory
 
 pytestmark = pytest.mark.broker
 
@@ -100,3 +100,81 @@ def test_error_policy_retry_then_dead_letter_then_ack(
     assert [r["body"] for r in read_records(out)] == ["1", "3"]
     assert len(dead.received()) == 1
     assert len([e for e in daemon.logs("collector failed") if e["topic"] == fail]) == 1
+
+
+def test_error_policy_refused_dead_letter_leaves_the_message_unacked(
+    make_mosquitto: MosquittoFactory, tmp_path: Path, topic_prefix: str
+) -> None:
+    """The broker's ACL refuses the dead letter (MQTT 5): the original is never acked.
+
+    The daemon logs and counts the failure, reconnects, and the broker sends the message
+    again; a later run whose collector succeeds still gets it.
+    """
+    acl = tmp_path / "acl"
+    acl.write_text("user collector\ntopic read test/#\n", encoding="utf-8")
+    broker = make_mosquitto(auth=True, extra_conf=f"acl_file {acl}")
+    dead_topic = f"dlq/{topic_prefix}"
+    fail = f"{topic_prefix}/in/fail"
+    client_id = f"refused-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    login = {"port": broker.auth_port, "username": broker.username, "password": broker.password}
+    subscriptions = [{"filter": f"{topic_prefix}/in/+", "topics": ["{1}"]}]
+    config = daemon_config(
+        broker,
+        client_id=client_id,
+        subscriptions=subscriptions,
+        collectors=[
+            {
+                "key": "failing",
+                "processor": f"{COLLECTORS}:fails",
+                "topics": ["fail"],
+                "dead_letter": {"topic": dead_topic, "qos": 1},
+            }
+        ],
+        broker_extra=login,
+        metrics_port=port,
+    )
+    daemon = DaemonProcess(tmp_path, config)
+    with Subscriber(broker, "dlq/#") as dead, daemon:
+        with Publisher(broker) as publisher:
+            publisher.publish(fail, b"2")
+            publisher.flush()
+        [line, *_] = daemon.wait_log(
+            "dead letter not published, message left unacknowledged: the broker sends it again",
+            timeout=WAIT,
+        )
+        assert (line["collector"], line["topic"], line["dead_letter_topic"]) == (
+            "failing",
+            fail,
+            dead_topic,
+        )
+        assert "Not authorized" in line["reason"], line
+        # Not acked, so the broker sends it again once the daemon has reconnected.
+        daemon.wait_log("collector failed", count=2, where=lambda e: e["topic"] == fail)
+        assert metric(port, "mqtt_collector_messages_acked_total") == 0
+        assert (
+            metric(
+                port,
+                "mqtt_collector_deliveries_total",
+                collector="failing",
+                outcome="dead_letter_failed",
+            )
+            >= 1
+        )
+        assert not daemon.logs("dead-lettered")
+        assert daemon.terminate() == 0, daemon.tail()
+    assert dead.received() == []
+    # A later run with a collector that succeeds gets the message: it was never acked.
+    out = tmp_path / "records.jsonl"
+    config["collectors"] = [
+        {
+            "key": "record",
+            "processor": f"{COLLECTORS}:record",
+            "topics": ["fail"],
+            "options": {"path": str(out)},
+        }
+    ]
+    with DaemonProcess(tmp_path, config, name="second") as second:
+        wait_for(lambda: len(read_records(out)) >= 1, timeout=WAIT, what="the message again")
+        assert second.terminate() == 0, second.tail()
+    assert [r["body"] for r in read_records(out)] == ["2"]

@@ -1,0 +1,110 @@
+"""An in-memory broker session behind the daemon's Transport interface, for daemon tests.
+
+It keeps what a persistent MQTT session keeps: every QoS 1 message stays in the session until
+acked on the connection it was sent by, and comes again, in order, on the next connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from types import MappingProxyType
+
+from mqtt_collector._exceptions import TransportError
+from mqtt_collector._transport import Inbound
+
+__all__ = ["SessionTransport"]
+
+
+class SessionTransport:
+    """A Transport whose broker is a list: ``send()`` puts a message in, ``ack()`` takes it out.
+
+    ``refuse`` makes every ``publish()`` raise it (a dead letter the broker refuses), until
+    set to None.
+    """
+
+    def __init__(self, *, refuse: Exception | None = None) -> None:
+        """Start disconnected, with an empty session."""
+        self.refuse = refuse
+        self.session: list[tuple[int, str, bytes]] = []  # (mid, topic, body), unacked, in order
+        self.acked: list[bytes] = []
+        self.published: list[tuple[str, bytes]] = []
+        self.delivered: list[tuple[int, bytes]] = []  # (connection, body) as handed out
+        self._connection = 0
+        self._connected = False
+        self._inbox: asyncio.Queue[Inbound | None] = asyncio.Queue()
+        self._mid = 0
+
+    @property
+    def connection(self) -> int:
+        """The number of the current (or last) connection."""
+        return self._connection
+
+    @property
+    def connected(self) -> bool:
+        """Whether a connection is up."""
+        return self._connected
+
+    async def connect(self) -> None:
+        """Open a new connection; the session's unacked messages come again first."""
+        self._connection += 1
+        self._connected = True
+        self._inbox = asyncio.Queue()
+        for mid, topic, body in self.session:
+            self._inbox.put_nowait(self._inbound(mid, topic, body))
+
+    async def subscribe(self, filters: Sequence[tuple[str, int]]) -> None:
+        """Accept every filter."""
+
+    async def unsubscribe(self, filters: Sequence[str]) -> None:
+        """Accept every filter."""
+
+    def backlog(self) -> int:
+        """Return how many messages wait to be handed out."""
+        return self._inbox.qsize()
+
+    async def messages(self) -> AsyncIterator[Inbound]:
+        """Hand out messages until the connection is closed."""
+        inbox = self._inbox
+        while True:
+            inbound = await inbox.get()
+            if inbound is None:
+                raise TransportError("connection lost: disconnected")
+            self.delivered.append((inbound.connection, inbound.body))
+            yield inbound
+
+    def ack(self, message: Inbound) -> None:
+        """Take ``message`` out of the session if it came by the live connection."""
+        if not self._connected or message.connection != self._connection:
+            return
+        self.session = [entry for entry in self.session if entry[0] != message.mid]
+        self.acked.append(message.body)
+
+    async def publish(
+        self,
+        topic: str,
+        body: bytes,
+        *,
+        qos: int,
+        user_properties: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """Record the publish, or raise ``refuse``."""
+        if self.refuse is not None:
+            raise self.refuse
+        self.published.append((topic, body))
+
+    async def disconnect(self) -> None:
+        """Close the connection; what it had not acked stays in the session."""
+        if self._connected:
+            self._connected = False
+            self._inbox.put_nowait(None)
+
+    def send(self, topic: str, body: bytes) -> None:
+        """The broker gets a QoS 1 message for the session (handed out if connected)."""
+        self._mid += 1
+        self.session.append((self._mid, topic, body))
+        if self._connected:
+            self._inbox.put_nowait(self._inbound(self._mid, topic, body))
+
+    def _inbound(self, mid: int, topic: str, body: bytes) -> Inbound:
+        return Inbound(topic, body, 1, False, mid, MappingProxyType({}), self._connection)
