@@ -14,7 +14,13 @@ import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from mqtt_collector._aiomqtt_private import ReadGate, enable_manual_ack, message_queue, send_ack
+from mqtt_collector._aiomqtt_private import (
+    ReadGate,
+    check_client,
+    enable_manual_ack,
+    message_queue,
+    send_ack,
+)
 from mqtt_collector._exceptions import TransportError
 from mqtt_collector._tls import TLSOptions
 from mqtt_collector._transport import Inbound
@@ -134,6 +140,7 @@ class AiomqttTransport:
             timeout=self._connect_timeout,
         )
         enable_manual_ack(client)
+        check_client(client)
         return client
 
     async def connect(self) -> None:

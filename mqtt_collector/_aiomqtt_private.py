@@ -6,27 +6,38 @@ message iterator also starts a task per message, so the daemon takes messages st
 from its queue when one is waiting. And aiomqtt reads the socket whenever it is
 readable, so ``ReadGate`` takes over its reader, to stop reading while the daemon holds
 as many unacked messages as it may (flow control that does not trust the broker to
-honour Receive Maximum). If a new aiomqtt release moves any of this, these functions
-raise TransportError (and the tests fail) instead of silently acking on receipt.
+honour Receive Maximum). If a new aiomqtt or paho-mqtt release moves any of this, these
+functions raise IncompatibleClientError, naming the installed versions (and the tests
+fail), instead of silently acking on receipt: that is fatal, never a reason to reconnect.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import socket
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as paho
 
-from mqtt_collector._exceptions import TransportError
+from mqtt_collector._exceptions import IncompatibleClientError, TransportError
 
 if TYPE_CHECKING:
     import aiomqtt
 
-__all__ = ["ReadGate", "enable_manual_ack", "message_queue", "send_ack"]
+__all__ = [
+    "VERIFIED",
+    "ReadGate",
+    "check_client",
+    "enable_manual_ack",
+    "message_queue",
+    "send_ack",
+]
 
+# What the reach into private parts was verified with (pyproject.toml pins these minors).
+VERIFIED = "aiomqtt 2.5 and paho-mqtt 2.2"
 # While paused, the socket is peeked at this often, so that a lost connection is seen.
 _PROBE_INTERVAL = 0.5
 # Less than this waiting is control packets (a DISCONNECT, a PINGRESP) or a few messages:
@@ -34,14 +45,43 @@ _PROBE_INTERVAL = 0.5
 _PROBE_BYTES = 4096
 
 
+def _version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
+def incompatible(what: str) -> IncompatibleClientError:
+    """Return the fatal error for a broken assumption ``what``, naming the installed versions."""
+    return IncompatibleClientError(
+        f"{what}: installed aiomqtt {_version('aiomqtt')}, paho-mqtt {_version('paho-mqtt')};"
+        f" mqtt-collector works with {VERIFIED}"
+    )
+
+
 def _paho_client(client: aiomqtt.Client) -> paho.Client:
     inner = getattr(client, "_client", None)
     if not isinstance(inner, paho.Client):
-        raise TransportError(
-            "this aiomqtt version does not expose its paho-mqtt client as '_client'; "
-            "manual acknowledgement (ack after processing) cannot be enabled"
+        raise incompatible(
+            "aiomqtt does not expose its paho-mqtt client as '_client', so messages"
+            " cannot be acknowledged after processing"
         )
     return inner
+
+
+def _disconnected(client: aiomqtt.Client) -> asyncio.Future[Any]:
+    disconnected = getattr(client, "_disconnected", None)
+    if not isinstance(disconnected, asyncio.Future):
+        raise incompatible("aiomqtt keeps no '_disconnected' future")
+    return disconnected
+
+
+def check_client(client: aiomqtt.Client) -> None:
+    """Check, before it connects, every private part of ``client`` the transport uses."""
+    _paho_client(client)
+    message_queue(client)
+    _disconnected(client)
 
 
 def enable_manual_ack(client: aiomqtt.Client) -> None:
@@ -49,7 +89,7 @@ def enable_manual_ack(client: aiomqtt.Client) -> None:
     inner = _paho_client(client)
     inner.manual_ack_set(on=True)
     if getattr(inner, "_manual_ack", None) is not True:
-        raise TransportError("paho-mqtt did not switch to manual acknowledgement")
+        raise incompatible("paho-mqtt did not switch to manual acknowledgement")
 
 
 def send_ack(client: aiomqtt.Client, mid: int, qos: int) -> None:
@@ -63,7 +103,7 @@ def message_queue(client: aiomqtt.Client) -> asyncio.Queue[Any]:
     """Return the queue aiomqtt puts received messages in."""
     queue = getattr(client, "_queue", None)
     if not isinstance(queue, asyncio.Queue):
-        raise TransportError("this aiomqtt version keeps no message queue as '_queue'")
+        raise incompatible("aiomqtt keeps no message queue as '_queue'")
     return queue
 
 
@@ -85,10 +125,7 @@ class ReadGate:
         """
         self._client = client
         self._paho = _paho_client(client)
-        disconnected = getattr(client, "_disconnected", None)
-        if not isinstance(disconnected, asyncio.Future):
-            raise TransportError("this aiomqtt version keeps no '_disconnected' future")
-        self._disconnected: asyncio.Future[Any] = disconnected
+        self._disconnected = _disconnected(client)
         self._loop = asyncio.get_running_loop()
         self._full = full
         self._holds = 0
@@ -96,7 +133,10 @@ class ReadGate:
         self._probe_handle: asyncio.TimerHandle | None = None
         fd = self._fileno()
         if fd is not None:
-            # Replaces aiomqtt's reader, which does the same but never pauses.
+            # Replaces aiomqtt's reader, which does the same but never pauses; aiomqtt
+            # installs it once, while connecting, and never again.
+            if not self._loop.remove_reader(fd):
+                raise incompatible("aiomqtt had not installed its socket reader once connected")
             self._loop.add_reader(fd, self._read)
 
     @property

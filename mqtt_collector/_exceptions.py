@@ -7,7 +7,8 @@ Every exception derives from one root, so a caller can catch them all::
     ├── QueueError           the collector queue was misused
     │   ├── QueueShutDownError   send() after the queue was shut down
     │   └── LifecycleError       a collector's lifecycle failed to set up
-    └── TransportError       the MQTT connection failed
+    ├── TransportError       the MQTT connection failed
+    └── IncompatibleClientError  aiomqtt/paho-mqtt do not work as the transport relies on
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 __all__ = [
     "CollectorError",
     "ConfigError",
+    "IncompatibleClientError",
     "LifecycleError",
     "QueueError",
     "QueueShutDownError",
@@ -49,3 +51,11 @@ class LifecycleError(QueueError):
 
 class TransportError(CollectorError):
     """The MQTT connection could not be made or was lost."""
+
+
+class IncompatibleClientError(CollectorError):
+    """aiomqtt or paho-mqtt no longer works the way the transport relies on.
+
+    Fatal: no retry can help. The message says what was found and names the installed
+    versions; install the versions ``pyproject.toml`` allows.
+    """

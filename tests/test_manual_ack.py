@@ -13,7 +13,7 @@ import pytest
 
 from mqtt_collector._aiomqtt import AiomqttTransport
 from mqtt_collector._aiomqtt_private import enable_manual_ack, message_queue, send_ack
-from mqtt_collector._exceptions import TransportError
+from mqtt_collector._exceptions import IncompatibleClientError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -25,7 +25,7 @@ TIMEOUT = 10.0
 
 
 class TestPrivateAccess:
-    """The reach into aiomqtt's private parts works, or fails loudly."""
+    """The reach into aiomqtt's private parts works, or fails loudly (and fatally)."""
 
     async def test_enable_manual_ack_switches_paho_to_manual(self) -> None:
         """A real aiomqtt.Client's paho client is in manual-ack mode afterwards."""
@@ -39,23 +39,23 @@ class TestPrivateAccess:
     def test_enable_manual_ack_without_private_client_raises(self) -> None:
         """An aiomqtt that no longer exposes `_client` makes enabling fail, not ack on receipt."""
         stub = SimpleNamespace()
-        with pytest.raises(TransportError, match="_client"):
+        with pytest.raises(IncompatibleClientError, match="_client"):
             enable_manual_ack(stub)  # type: ignore[arg-type]
 
     def test_enable_manual_ack_with_foreign_private_client_raises(self) -> None:
         """A `_client` that is not a paho client is refused too."""
         stub = SimpleNamespace(_client=object())
-        with pytest.raises(TransportError, match="_client"):
+        with pytest.raises(IncompatibleClientError, match="_client"):
             enable_manual_ack(stub)  # type: ignore[arg-type]
 
     def test_send_ack_without_private_client_raises(self) -> None:
-        """Acking through a client without `_client` raises TransportError."""
-        with pytest.raises(TransportError, match="_client"):
+        """Acking through a client without `_client` raises IncompatibleClientError."""
+        with pytest.raises(IncompatibleClientError, match="_client"):
             send_ack(SimpleNamespace(), 1, 1)  # type: ignore[arg-type]
 
     def test_message_queue_without_private_queue_raises(self) -> None:
-        """A client without aiomqtt's `_queue` raises TransportError."""
-        with pytest.raises(TransportError, match="_queue"):
+        """A client without aiomqtt's `_queue` raises IncompatibleClientError."""
+        with pytest.raises(IncompatibleClientError, match="_queue"):
             message_queue(SimpleNamespace())  # type: ignore[arg-type]
 
     async def test_message_queue_of_real_client_is_an_asyncio_queue(self) -> None:
