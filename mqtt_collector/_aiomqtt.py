@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import ssl
 from collections.abc import AsyncIterator, Mapping, Sequence
 from types import MappingProxyType
@@ -13,6 +14,7 @@ import aiomqtt
 import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from mqtt_collector._aiomqtt_private import (
     ReadGate,
@@ -20,10 +22,11 @@ from mqtt_collector._aiomqtt_private import (
     enable_manual_ack,
     message_queue,
     send_ack,
+    watch_connection,
 )
 from mqtt_collector._exceptions import TransportError
 from mqtt_collector._tls import TLSOptions
-from mqtt_collector._transport import Inbound
+from mqtt_collector._transport import ConnectionInfo, Inbound
 
 __all__ = ["AiomqttTransport"]
 
@@ -41,6 +44,7 @@ _PROPERTY_NAMES = {
     "TopicAlias": "topic_alias",
 }
 _DISCONNECT_TIMEOUT = 5.0
+_UNSPECIFIED_ERROR = 0x80
 
 
 def _properties(props: Properties | None) -> Mapping[str, Any]:
@@ -143,13 +147,26 @@ class AiomqttTransport:
         check_client(client)
         return client
 
-    async def connect(self) -> None:
-        """Connect (a new client each time); raise TransportError if the broker refuses."""
+    async def connect(self) -> ConnectionInfo:
+        """Connect (a new client each time); raise TransportError if that fails.
+
+        Returns what the broker says about the connection: whether it kept our session,
+        and later the reason code of a DISCONNECT it sends.
+        """
         await self.disconnect()
+        info = ConnectionInfo()
+
+        def connack(session_present: bool) -> None:  # noqa: FBT001 - a callback
+            info.session_present = session_present
+
+        def disconnected(reason: int) -> None:
+            info.disconnect_reason = reason
+
         try:
             client = self._make_client()
         except (OSError, ssl.SSLError, ValueError) as exc:
             raise TransportError(f"cannot set up the connection: {exc}") from exc
+        watch_connection(client, on_connack=connack, on_disconnect=disconnected)
         try:
             await client.__aenter__()
         except aiomqtt.MqttError as exc:
@@ -161,19 +178,24 @@ class AiomqttTransport:
         limit = self._receive_maximum
         # Read but not yet handed out, plus handed out and not yet acked.
         self._gate = ReadGate(client, full=lambda: backlog.qsize() + self._unacked >= limit)
+        return info
 
-    async def subscribe(self, filters: Sequence[tuple[str, int]]) -> None:
-        """Subscribe to every ``(filter, qos)`` in one SUBSCRIBE; raise if any is refused."""
+    async def subscribe(self, filters: Sequence[tuple[str, int]]) -> list[int]:
+        """Subscribe to every ``(filter, qos)`` in one SUBSCRIBE; return the broker's codes.
+
+        One code per filter, in order: the QoS granted, or a failure reason (0x80 and up).
+        It waits for the SUBACK as long as it takes, without holding reading open: the
+        messages keep flowing (and being acked) meanwhile, and some brokers answer only
+        once the session's queued messages are acked. The caller bounds the wait.
+        """
         client = self._require()
         try:
-            with self._held_open():
-                granted = await client.subscribe(list(filters))
+            granted = await client.subscribe(list(filters), timeout=math.inf)
         except aiomqtt.MqttError as exc:
             raise TransportError(f"subscribe failed: {exc}") from exc
-        codes = granted if isinstance(granted, (list, tuple)) else ()
-        refused = [name for (name, _), code in zip(filters, codes, strict=False) if _refused(code)]
-        if refused:
-            raise TransportError(f"the broker refused the subscription to {', '.join(refused)}")
+        codes = [_code(code) for code in granted]
+        # A SUBACK with too few codes answers nothing for the rest: count them refused.
+        return codes + [_UNSPECIFIED_ERROR] * (len(filters) - len(codes))
 
     async def unsubscribe(self, filters: Sequence[str]) -> None:
         """Unsubscribe from ``filters`` and wait for the broker's answer."""
@@ -279,11 +301,11 @@ class AiomqttTransport:
         return self._client
 
 
-def _refused(code: object) -> bool:
-    """Whether a SUBACK code is a failure (0x80 and up; a ReasonCode says so itself)."""
-    if isinstance(code, int):
-        return code >= 0x80  # noqa: PLR2004 - the MQTT failure range
-    return bool(getattr(code, "is_failure", False))
+def _code(code: object) -> int:
+    """Return a SUBACK code as a number (paho gives ReasonCodes, or ints on 3.1.1)."""
+    if isinstance(code, ReasonCode):
+        return int(code.value)
+    return int(code) if isinstance(code, int) else _UNSPECIFIED_ERROR
 
 
 def _cause(exc: BaseException) -> str:

@@ -34,6 +34,7 @@ __all__ = [
     "enable_manual_ack",
     "message_queue",
     "send_ack",
+    "watch_connection",
 ]
 
 # What the reach into private parts was verified with (pyproject.toml pins these minors).
@@ -230,3 +231,36 @@ class ReadGate:
             return
         if self._full():
             self.pause()
+
+
+def watch_connection(
+    client: aiomqtt.Client,
+    *,
+    on_connack: Callable[[bool], None],
+    on_disconnect: Callable[[int], None],
+) -> None:
+    """Report the CONNACK's session-present flag and the reason code of a broker's DISCONNECT.
+
+    aiomqtt drops both: its CONNACK handler ignores the flags, and a broker's DISCONNECT
+    reason only shows in an exception's text. paho's callbacks (public API) carry them, so
+    aiomqtt's own are wrapped, once, before connecting. ``on_disconnect`` is called only
+    for a DISCONNECT packet the broker sent, not for a closed socket.
+    """
+    inner = _paho_client(client)
+    connected, disconnected = inner.on_connect, inner.on_disconnect
+    if connected is None or disconnected is None:
+        raise incompatible("aiomqtt sets no paho on_connect/on_disconnect callbacks")
+
+    def connack(*args: Any) -> None:
+        flags = args[2]
+        on_connack(bool(getattr(flags, "session_present", False)))
+        connected(*args)
+
+    def disconnect(*args: Any) -> None:
+        flags, reason = args[2], args[3]
+        if getattr(flags, "is_disconnect_packet_from_server", False):
+            on_disconnect(int(getattr(reason, "value", reason)))
+        disconnected(*args)
+
+    inner.on_connect = connack
+    inner.on_disconnect = disconnect

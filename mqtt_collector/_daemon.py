@@ -28,6 +28,8 @@ from mqtt_collector._wiring import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from mqtt_collector._config import Config
     from mqtt_collector._transport import Inbound, Transport
 
@@ -68,6 +70,8 @@ class Daemon:
         self._stopping: asyncio.Event | None = None
         self._stop_requested = False
         self.ready = False  # connected and subscribed
+        self._connected = False
+        self._subscribed = False
         self._received = 0
         # Only a collector with a dead letter can ask for a message to be left unacked.
         self._may_hold = any(c.dead_letter is not None for c in config.collectors)
@@ -166,7 +170,7 @@ class Daemon:
         lost = False
         while True:
             try:
-                await self.transport.connect()
+                info = await self.transport.connect()
             except TransportError as exc:
                 failures += 1
                 delay = _backoff(failures, reconnect.initial_delay, reconnect.max_delay)
@@ -182,29 +186,108 @@ class Daemon:
                 await asyncio.sleep(delay)
                 continue
             self.metrics.connections.inc()
+            session_present = info is not None and info.session_present
             logger.info(
                 "reconnected" if lost else "connected",
                 host=broker.host,
                 port=broker.port,
                 client_id=broker.client_id,
                 attempts=failures + 1,
+                session_present=session_present,
             )
             failures = 0
-            try:
-                await self.transport.subscribe(self._filters)
-                logger.info("subscribed", filters=[f for f, _ in self._filters])
-                self.ready = True
-                self.metrics.connected.set(1)
-                async for inbound in self.transport.messages():
-                    await self._handle(inbound)
-            except TransportError as exc:
-                logger.warning("connection lost", error=str(exc))
-            finally:
-                self.ready = False
-                self.metrics.connected.set(0)
+            error = await self._serve(session_present=session_present)
+            logger.warning("connection lost", error=error)
             lost = True
             await self.transport.disconnect()
             await asyncio.sleep(_backoff(1, reconnect.initial_delay, reconnect.max_delay))
+
+    async def _serve(self, *, session_present: bool) -> str:
+        """Read, queue and ack messages while subscribing alongside; return why it ended.
+
+        Reading starts at the CONNACK, not at the SUBACK: a broker may send a resumed
+        session's queued messages first, and answer the SUBSCRIBE only once they are acked.
+        """
+        self._connected = True
+        self._subscribed = session_present  # the session kept its subscriptions
+        self._update_ready()
+        reader = asyncio.create_task(self._read_messages(), name="mqtt-messages")
+        subscriber = asyncio.create_task(self._subscribe(), name="mqtt-subscribe")
+        tasks = {reader, subscriber}
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            self._connected = self._subscribed = False
+            self._update_ready()
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks)
+        lost = "the message stream ended"
+        for task in (subscriber, reader):
+            failure = None if task.cancelled() else task.exception()
+            if failure is None:
+                continue
+            if not isinstance(failure, TransportError):
+                raise failure  # a bug: let run() report it
+            lost = str(failure)  # the reader's, if both failed: the connection went
+        return lost
+
+    async def _read_messages(self) -> None:
+        async for inbound in self.transport.messages():
+            await self._handle(inbound)
+
+    async def _subscribe(self) -> None:
+        """Subscribe to every filter, waiting as long as the broker takes; never drop reading.
+
+        A SUBSCRIBE left unanswered for ``_SUBACK_TIMEOUT`` seconds is logged and sent again
+        (with backoff) on the same connection; the earlier request may still be answered.
+        """
+        reconnect = self.config.broker.reconnect
+        names = [name for name, _ in self._filters]
+        requests: set[asyncio.Task[Sequence[int] | None]] = set()
+        silences = 0
+        try:
+            while True:
+                request = asyncio.create_task(self.transport.subscribe(self._filters))
+                requests.add(request)
+                done, _ = await asyncio.wait(
+                    requests, timeout=_SUBACK_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+                )
+                if not done:
+                    silences += 1
+                    delay = _backoff(silences, reconnect.initial_delay, reconnect.max_delay)
+                    if silences & (silences - 1) == 0:
+                        logger.warning(
+                            "no answer to SUBSCRIBE yet: still reading; it will be sent again",
+                            filters=names,
+                            waited=_SUBACK_TIMEOUT,
+                            retry_in=round(delay, 2),
+                            attempts=silences,
+                        )
+                    done, _ = await asyncio.wait(
+                        requests, timeout=delay, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if not done:
+                        continue
+                codes = done.pop().result()
+                break
+        finally:
+            # The other requests are for the same filters: their answers can be ignored.
+            for task in requests:
+                task.cancel()
+        refused = [
+            name for name, code in zip(names, codes or (), strict=False) if code >= _SUBACK_FAILURE
+        ]
+        if refused:
+            raise TransportError(f"the broker refused the subscription to {', '.join(refused)}")
+        logger.info("subscribed", filters=names)
+        self._subscribed = True
+        self._update_ready()
+
+    def _update_ready(self) -> None:
+        """Set ``ready`` (and the connected gauge) from the state of the connection."""
+        self.ready = self._connected and self._subscribed
+        self.metrics.connected.set(1 if self._connected else 0)
 
     async def _handle(self, inbound: Inbound) -> None:
         """Map one message and queue it; ack at once what will never reach a collector."""
@@ -293,6 +376,10 @@ class Daemon:
 
 # Seconds without a new message after which a member leaving its share group stops reading.
 _QUIET = 0.5
+# Seconds to wait for a SUBACK before the SUBSCRIBE is logged and sent again.
+_SUBACK_TIMEOUT = 10.0
+# SUBACK codes from this one up are failures (MQTT 5 §3.9.3; 3.1.1 has 0x80 alone).
+_SUBACK_FAILURE = 0x80
 # What a result's exception is when the shutdown gave up on its payload.
 _ABANDONED = (QueueShutDownError, asyncio.CancelledError)
 

@@ -6,7 +6,21 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["Inbound", "Transport"]
+__all__ = ["ConnectionInfo", "Inbound", "Transport"]
+
+
+@dataclass(slots=True)
+class ConnectionInfo:
+    """What the broker said about one connection, filled in by the transport as it learns it.
+
+    Attributes:
+        session_present: the CONNACK said the broker kept our session (and its subscriptions).
+        disconnect_reason: the reason code of the DISCONNECT the broker sent (MQTT 5), or
+            None while it has sent none (a broker that just closes the socket sends none).
+    """
+
+    session_present: bool = False
+    disconnect_reason: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,12 +62,22 @@ class Transport(Protocol):
         """Whether a connection is up."""
         ...
 
-    async def connect(self) -> None:
-        """Connect, or raise TransportError."""
+    async def connect(self) -> ConnectionInfo | None:
+        """Connect, or raise TransportError.
+
+        Returns what the broker said about the connection (None: nothing known), updated by
+        the transport while the connection lasts.
+        """
         ...
 
-    async def subscribe(self, filters: Sequence[tuple[str, int]]) -> None:
-        """Subscribe to each ``(filter, qos)``."""
+    async def subscribe(self, filters: Sequence[tuple[str, int]]) -> Sequence[int] | None:
+        """Subscribe to each ``(filter, qos)`` in one request; wait for the answer, unbounded.
+
+        Returns the broker's code for each filter, in order: the QoS granted, or a failure
+        reason code (0x80 and up). None means every filter was granted as asked. Raises
+        TransportError if the request cannot be sent. The caller bounds the wait, and
+        cancels it when the connection is lost.
+        """
         ...
 
     async def unsubscribe(self, filters: Sequence[str]) -> None:

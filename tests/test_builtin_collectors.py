@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import errno
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Mapping
+import stat
+import threading
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -216,6 +220,194 @@ class TestJsonl:
         options = {"path": str(tmp_path / "o.jsonl"), "fsycn": True}
         error = await _lifecycle_error(_collector(jsonl.write, jsonl.open_file, options))
         assert error.startswith("collector 'c1': option 'fsycn': unknown option")
+
+
+@contextlib.contextmanager
+def _umask(mask: int) -> Iterator[None]:
+    """Run with the process umask set to ``mask``."""
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+@contextlib.asynccontextmanager
+async def _open_jsonl(options: Mapping[str, Any]) -> AsyncIterator[Context]:
+    """The jsonl lifecycle entered on a context as the daemon sets it up; the context."""
+    ctx = Context(key="c1", options=MappingProxyType(dict(options)))
+    async with asyncio.timeout(WAIT), jsonl.open_file(ctx):
+        yield ctx
+
+
+def _write(ctx: Context, message: Message) -> asyncio.Task[Result]:
+    """Call the jsonl processor for ``message`` in a task of its own."""
+    payload = Payload(message, delivery=Delivery.TOPIC, topics=["t"])
+    return asyncio.create_task(jsonl.write(payload, ctx))
+
+
+class TestJsonlFile:
+    """The jsonl collector's file: permissions, I/O off the event loop, batches, failures."""
+
+    async def test_jsonl_creates_a_file_only_its_owner_can_read(self, tmp_path: Path) -> None:
+        """A new file is 0600 by default, even under the usual 022 umask."""
+        path = tmp_path / "out.jsonl"
+        with _umask(0o022):
+            await _deliver(_collector(jsonl.write, jsonl.open_file, {"path": str(path)}), [])
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+    async def test_jsonl_mode_option_is_applied_exactly(self, tmp_path: Path) -> None:
+        """``mode: "0640"`` gives a new file exactly 0640, whatever the umask."""
+        path = tmp_path / "out.jsonl"
+        options = {"path": str(path), "mode": "0640"}
+        with _umask(0o077):
+            await _deliver(_collector(jsonl.write, jsonl.open_file, options), [_message()])
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640
+        assert len(_lines(path)) == 1
+
+    async def test_jsonl_existing_file_keeps_its_permissions(self, tmp_path: Path) -> None:
+        """A file that exists already is appended to with its permissions unchanged."""
+        path = tmp_path / "out.jsonl"
+        path.write_bytes(b"")
+        path.chmod(0o644)
+        await _deliver(_collector(jsonl.write, jsonl.open_file, {"path": str(path)}), [_message()])
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+    @pytest.mark.parametrize("mode", [640, "0999", "rw-r-----", "01777", ""])
+    async def test_jsonl_mode_must_be_quoted_octal(self, tmp_path: Path, mode: object) -> None:
+        """A mode that is not quoted octal permissions is refused naming the option."""
+        options = {"path": str(tmp_path / "o.jsonl"), "mode": mode}
+        error = await _lifecycle_error(_collector(jsonl.write, jsonl.open_file, options))
+        assert error == (
+            "collector 'c1': option 'mode': must be octal permissions in quotes,"
+            f' like "0640", got {mode!r}'
+        )
+
+    async def test_jsonl_writes_off_the_event_loop(self, tmp_path: Path) -> None:
+        """While a write blocks (a full pipe nobody reads yet), the event loop keeps running."""
+        path = tmp_path / "pipe"
+        os.mkfifo(path)
+        reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        message = _message(data={"pad": "x" * 1_000_000})  # far more than a pipe holds
+        size = len(jsonl.encode(message))
+        loop_ran = threading.Event()
+        loop_ran_first: list[bool] = []
+
+        def drain() -> None:
+            # Read only once the loop has shown it runs, or after a bound if it never does.
+            loop_ran_first.append(loop_ran.wait(WAIT / 2))
+            os.set_blocking(reader, True)
+            received = 0
+            while received < size:
+                received += len(os.read(reader, 1 << 16))
+
+        drainer = threading.Thread(target=drain, name="drain-pipe")
+        drainer.start()
+        try:
+            async with _open_jsonl({"path": str(path)}) as ctx:
+                writing = _write(ctx, message)
+                # Time for the write to start and block (on the loop, before the fix). Nothing
+                # can be awaited for that, and the outcome does not depend on its length.
+                await asyncio.sleep(0.05)
+                loop_ran.set()
+                async with asyncio.timeout(WAIT):
+                    assert await writing == Ok(None)
+        finally:
+            loop_ran.set()
+            drainer.join(WAIT)
+            os.close(reader)
+        assert loop_ran_first == [True]
+
+    async def test_jsonl_concurrent_lines_share_one_write_and_fsync(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Lines sent together are written as one batch with one fsync; every line whole."""
+        path = tmp_path / "out.jsonl"
+        synced: list[int] = []
+        real_fsync = os.fsync
+
+        def counting_fsync(fd: int) -> None:
+            real_fsync(fd)
+            synced.append(fd)
+
+        monkeypatch.setattr(os, "fsync", counting_fsync)
+        messages = [_message(f"c/{i}", {"i": i, "pad": "y" * 5_000}) for i in range(200)]
+        async with _open_jsonl({"path": str(path), "fsync": True}) as ctx:
+            results = await asyncio.gather(*(_write(ctx, m) for m in messages))
+        assert results == [Ok(None)] * 200
+        assert len(synced) == 1
+        lines = _lines(path)
+        assert [line["data"]["i"] for line in lines] == list(range(200))
+        assert all(line["topic"] == f"c/{line['data']['i']}" for line in lines)
+
+    async def test_jsonl_failed_fsync_fails_exactly_its_batch(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Every line of a batch whose fsync failed gets an Error; the next batch's are Ok."""
+        path = tmp_path / "out.jsonl"
+        real_fsync = os.fsync
+        calls: list[int] = []
+        first_started, second_queued = threading.Event(), threading.Event()
+
+        def fail_once(fd: int) -> None:
+            calls.append(fd)
+            if len(calls) == 1:
+                first_started.set()
+                second_queued.wait(WAIT)
+                raise OSError(errno.EIO, "simulated fsync failure")
+            real_fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", fail_once)
+        async with _open_jsonl({"path": str(path), "fsync": True}) as ctx:
+            first = [_write(ctx, _message(f"a/{i}")) for i in range(5)]
+            assert await asyncio.to_thread(first_started.wait, WAIT)
+            second = [_write(ctx, _message(f"b/{i}")) for i in range(5)]
+            await asyncio.sleep(0)  # the second group's lines are queued behind the fsync
+            second_queued.set()
+            async with asyncio.timeout(WAIT):
+                failed = await asyncio.gather(*first)
+                written = await asyncio.gather(*second)
+        assert [type(result) for result in failed] == [Error] * 5
+        assert all(
+            isinstance(r, Error) and getattr(r.exception, "errno", None) == errno.EIO
+            for r in failed
+        )
+        assert written == [Ok(None)] * 5
+        assert len(calls) == 2
+
+    async def test_jsonl_line_after_a_write_that_failed_halfway_is_whole(
+        self, tmp_path: Path
+    ) -> None:
+        """After a write that failed partway, the next line starts on a line of its own."""
+        path = tmp_path / "out.jsonl"
+
+        class HalfThenFull:
+            """The real file, but a disk filling up: a short write, then ENOSPC, then room."""
+
+            def __init__(self, real: Any) -> None:
+                self.real, self.calls = real, 0
+
+            def write(self, data: Any) -> int:
+                self.calls += 1
+                if self.calls == 1:
+                    return int(self.real.write(bytes(data[: len(data) // 2])))
+                if self.calls == 2:
+                    raise OSError(errno.ENOSPC, "simulated full disk")
+                return int(self.real.write(data))
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(self.real, name)
+
+        async with _open_jsonl({"path": str(path)}) as ctx:
+            ctx.jsonl.file = HalfThenFull(ctx.jsonl.file)
+            [torn] = await asyncio.gather(_write(ctx, _message("first")))
+            [whole] = await asyncio.gather(_write(ctx, _message("second")))
+            ctx.jsonl.file = ctx.jsonl.file.real
+        assert isinstance(torn, Error)
+        assert whole == Ok(None)
+        text = path.read_text(encoding="utf-8").splitlines()
+        assert len(text) == 2
+        assert json.loads(text[1])["topic"] == "second"
 
 
 class TestSqlite:

@@ -11,18 +11,28 @@ Each line is an object with ``topic``, ``data``, ``qos``, ``retain``, ``captures
 is not valid JSON (e.g. NaN), is written as the base64 of the raw body with
 ``"data_encoding": "base64"``. Lines never interleave, however many consumers write at once.
 
+The file is written by a worker thread, never on the event loop. Lines that arrive while a write
+is under way are written together by the next one (one write, and with ``fsync`` one fsync, per
+batch), and each message's collector returns once its own batch is written: that is what a QoS 1
+message's acknowledgement waits for.
+
 The file is opened for appending when the lifecycle starts and closed when it ends. If the file
-does not end with a newline (the daemon was killed in the middle of a line), one is added first, so
-the torn line stays alone and the next one is whole.
+does not end with a newline (the daemon was killed in the middle of a line, or a write failed
+halfway), one is added first, so the torn line stays alone and the next one is whole.
 
 Options:
     path: the file to append to (required). Its directory must exist; the file is created if it
         does not. A relative path is relative to the daemon's working directory.
     fsync: what a message waits for before its collector returns (and so, with QoS 1, before it
-        is acknowledged). ``false`` (default): the line is flushed to the operating system, which
+        is acknowledged). ``false`` (default): the line is written to the operating system, which
         survives the daemon crashing but not the machine losing power. ``true``: the file is also
-        fsync'ed to disk, which survives a power loss but costs a disk flush per message (fsyncs
-        run in a thread, and messages that arrive during one share the next).
+        fsync'ed to disk, which survives a power loss but costs a disk flush per batch. When a
+        write or an fsync fails, every message of that batch gets an ``Error`` (not
+        acknowledged, so the broker sends it again), even if its line is in the file: a later
+        fsync that succeeds does not prove that the failed one's data reached the disk.
+    mode: the permissions a new file is created with, as quoted octal digits: ``"0600"``
+        (default: only the daemon's user can read it) or e.g. ``"0640"`` to let its group read.
+        Applied exactly, whatever the umask. An existing file keeps its permissions.
 """
 
 from __future__ import annotations
@@ -30,32 +40,85 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import errno
 import json
 import os
+import re
+import stat
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from io import FileIO
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from mqtt_collector import ConfigError, Context, Error, Message, Ok, Payload, Result
 from mqtt_collector.collectors import _OptionReader
 
 __all__ = ["encode", "open_file", "write"]
 
-_KNOWN = ("path", "fsync")
+_KNOWN = ("fsync", "mode", "path")
+_DEFAULT_MODE = "0600"
+_MODE = re.compile(r"0?[0-7]{3}")
+_NEWLINE = ord("\n")
 
 
 @dataclass(slots=True, kw_only=True)
 class _JsonlFile:
-    """The open file and write state of one jsonl collector, kept as ``ctx.jsonl``."""
+    """The open file of one jsonl collector and the lines waiting for it, kept as ``ctx.jsonl``."""
 
-    file: IO[bytes]
+    file: FileIO  # unbuffered: every write goes straight to the operating system
     fsync: bool
-    # Group fsync: `written` counts lines flushed, `synced` how many a finished fsync covers; a
-    # writer whose line is already covered by someone else's fsync need not start another.
-    sync_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    written: int = 0
-    synced: int = 0
+    # True when the file ends in the middle of a line: the next write starts with a newline.
+    line_open: bool = False
+    # Lines waiting for the next batch, each with the future its writer waits on: None once
+    # written, or the OSError that failed its batch.
+    pending: list[tuple[bytes, asyncio.Future[OSError | None]]] = field(default_factory=list)
+    writer: asyncio.Task[None] | None = None
+
+    async def append(self, line: bytes) -> OSError | None:
+        """Write ``line`` in the next batch; return None once written, or the batch's OSError."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[OSError | None] = loop.create_future()
+        self.pending.append((line, done))
+        if self.writer is None:
+            # Started after this turn of the loop: every line sent meanwhile joins the batch.
+            self.writer = loop.create_task(self._write_batches(), name="jsonl-writer")
+        return await done
+
+    async def _write_batches(self) -> None:
+        """Write the waiting lines a batch at a time in a worker thread, until none wait."""
+        batch: list[tuple[bytes, asyncio.Future[OSError | None]]] = []
+        try:
+            while self.pending:
+                batch, self.pending = self.pending, []
+                error: OSError | None = None
+                try:
+                    await asyncio.to_thread(self._write, b"".join(line for line, _ in batch))
+                except OSError as exc:
+                    error = exc
+                for _, done in batch:
+                    if not done.done():  # its writer may have been cancelled (a timeout)
+                        done.set_result(error)
+                batch = []
+        finally:
+            self.writer = None
+            # Reached with lines left only when this task is cancelled: never leave a writer
+            # waiting for an outcome that will not come.
+            for _, done in (*batch, *self.pending):
+                done.cancel()
+            self.pending = []
+
+    def _write(self, data: bytes) -> None:
+        """Append ``data`` whole, then fsync if asked (in a worker thread, one at a time)."""
+        view = memoryview(b"\n" + data if self.line_open else data)
+        while view:
+            written = self.file.write(view)
+            if not written:
+                raise OSError(errno.EIO, f"wrote nothing to {self.file.name!r}")
+            self.line_open = view[written - 1] != _NEWLINE
+            view = view[written:]
+        if self.fsync:
+            os.fsync(self.file.fileno())
 
 
 def encode(message: Message) -> bytes:
@@ -91,22 +154,8 @@ async def write(payload: Payload[Message], ctx: Context) -> Result:
     sink: _JsonlFile | None = getattr(ctx, "jsonl", None)
     if sink is None:
         return Error(_no_lifecycle(ctx))
-    line = encode(payload.value)
-    try:
-        # No await between write and flush: other consumers cannot interleave a line.
-        sink.file.write(line)
-        sink.file.flush()
-        sink.written += 1
-        mine = sink.written
-        if sink.fsync:
-            async with sink.sync_lock:
-                if sink.synced < mine:
-                    covers = sink.written
-                    await asyncio.to_thread(os.fsync, sink.file.fileno())
-                    sink.synced = covers
-    except OSError as exc:
-        return Error(exc)
-    return Ok(None)
+    error = await sink.append(encode(payload.value))
+    return Ok(None) if error is None else Error(error)
 
 
 def _no_lifecycle(ctx: Context) -> ConfigError:
@@ -117,20 +166,42 @@ def _no_lifecycle(ctx: Context) -> ConfigError:
     )
 
 
-def _open_for_append(path: Path) -> IO[bytes]:
-    """Open ``path`` for appending, first ending a torn last line so the next line starts clean."""
-    file = path.open("ab")
+def _open_for_append(path: Path, mode: int) -> tuple[FileIO, bool]:
+    """Open ``path`` for appending, creating it with exactly ``mode``; say if it ends mid-line."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
     try:
-        if file.tell() > 0:
+        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, mode)
+    except FileExistsError:
+        fd = os.open(path, flags)
+    else:
+        try:
+            os.fchmod(fd, mode)  # the umask took bits away: give exactly what was asked
+        except BaseException:
+            os.close(fd)
+            raise
+    file = open(fd, "ab", buffering=0)  # noqa: PTH123, SIM115 - an fd; closed by open_file
+    try:
+        info = os.fstat(fd)
+        line_open = False
+        if stat.S_ISREG(info.st_mode) and info.st_size > 0:
             with path.open("rb") as reader:
                 reader.seek(-1, os.SEEK_END)
-                if reader.read(1) != b"\n":
-                    file.write(b"\n")
-                    file.flush()
+                line_open = reader.read(1) != b"\n"
     except BaseException:
         file.close()
         raise
-    return file
+    return file, line_open
+
+
+def _file_mode(reader: _OptionReader, ctx: Context) -> int:
+    """The ``mode`` option as permission bits; it must be quoted octal digits like "0640"."""
+    options = getattr(ctx, "options", None) or {}
+    value = options.get("mode", _DEFAULT_MODE)
+    if not isinstance(value, str) or not _MODE.fullmatch(value):
+        raise reader.error(
+            "mode", f'must be octal permissions in quotes, like "0640", got {value!r}'
+        )
+    return int(value, 8)
 
 
 @contextlib.asynccontextmanager
@@ -139,14 +210,19 @@ async def open_file(ctx: Context) -> AsyncIterator[None]:
     reader = _OptionReader(ctx, _KNOWN)
     path = Path(reader.string("path"))
     fsync = reader.boolean("fsync", default=False)
+    mode = _file_mode(reader, ctx)
     if not path.parent.is_dir():
         raise reader.error("path", f"directory '{path.parent}' does not exist")
     try:
-        file = _open_for_append(path)
+        file, line_open = await asyncio.to_thread(_open_for_append, path, mode)
     except OSError as exc:
         raise reader.error("path", f"cannot open '{path}' for appending: {exc}") from exc
-    ctx.jsonl = _JsonlFile(file=file, fsync=fsync)
+    sink = _JsonlFile(file=file, fsync=fsync, line_open=line_open)
+    ctx.jsonl = sink
     try:
         yield
     finally:
-        file.close()
+        # A write still under way (its message timed out) finishes before the file closes.
+        while sink.writer is not None:
+            await asyncio.wait([sink.writer])
+        await asyncio.to_thread(file.close)
