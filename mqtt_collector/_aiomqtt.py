@@ -6,12 +6,14 @@ import asyncio
 import contextlib
 import math
 import ssl
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
 import aiomqtt
 import paho.mqtt.client as paho
+import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -19,7 +21,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 from mqtt_collector._aiomqtt_private import (
     ReadGate,
     check_client,
+    close_socket,
     enable_manual_ack,
+    intercept_messages,
     message_queue,
     send_ack,
     watch_connection,
@@ -29,6 +33,8 @@ from mqtt_collector._tls import TLSOptions
 from mqtt_collector._transport import ConnectionInfo, Inbound
 
 __all__ = ["AiomqttTransport"]
+
+logger = structlog.get_logger("mqtt_collector.transport")
 
 _NO_PROPERTIES: Mapping[str, Any] = MappingProxyType({})
 # Attributes paho keeps on every Properties object besides the properties themselves.
@@ -87,8 +93,12 @@ class AiomqttTransport:
         session_expiry: int = 0,
         receive_maximum: int = 1000,
         connect_timeout: float = 10.0,
+        on_malformed: Callable[[], object] | None = None,
     ) -> None:
-        """Hold the connection settings; nothing connects until ``connect()``."""
+        """Hold the connection settings; nothing connects until ``connect()``.
+
+        ``on_malformed()`` is called for each malformed message skipped (for a counter).
+        """
         if protocol not in ("5", "3.1.1"):
             raise ValueError(f"protocol must be '5' or '3.1.1', got {protocol!r}")
         self.host = host
@@ -107,6 +117,8 @@ class AiomqttTransport:
         self._connection = 0
         self._gate: ReadGate | None = None
         self._unacked = 0  # QoS 1/2 messages yielded on this connection and not yet acked
+        self._on_malformed = on_malformed
+        self._skipped = _Skipped(None, None)
 
     @property
     def connection(self) -> int:
@@ -145,6 +157,8 @@ class AiomqttTransport:
         )
         enable_manual_ack(client)
         check_client(client)
+        skipped = self._skipped = _Skipped(client, self._on_malformed)
+        intercept_messages(client, accepted=skipped.accepted, rejected=skipped.skip)
         return client
 
     async def connect(self) -> ConnectionInfo:
@@ -249,6 +263,7 @@ class AiomqttTransport:
         with contextlib.suppress(TransportError):  # the connection is going: it will resend
             send_ack(client, message.mid, message.qos)
         self._unacked -= 1
+        self._skipped.acked_one()
         self._maybe_resume()
 
     def _held_open(self) -> contextlib.AbstractContextManager[None]:
@@ -294,11 +309,62 @@ class AiomqttTransport:
             return
         with contextlib.suppress(Exception):
             await asyncio.wait_for(client.__aexit__(None, None, None), _DISCONNECT_TIMEOUT)
+        # aiomqtt returns at once, leaving the socket open, if the connection had failed.
+        with contextlib.suppress(Exception):
+            close_socket(client)
 
     def _require(self) -> aiomqtt.Client:
         if self._client is None:
             raise TransportError("not connected")
         return self._client
+
+
+class _Skipped:
+    """The malformed messages of one connection: logged, counted, and acked in their turn.
+
+    Acking a malformed message lets the ones behind it flow; closing the connection
+    instead would not help, as the broker would send it again first. The daemon acks in
+    arrival order, so a skipped message is acked once every well-formed QoS 1/2 message
+    that arrived before it has been.
+    """
+
+    __slots__ = ("_acked", "_arrived", "_client", "_on_malformed", "_waiting")
+
+    def __init__(
+        self, client: aiomqtt.Client | None, on_malformed: Callable[[], object] | None
+    ) -> None:
+        self._client = client
+        self._on_malformed = on_malformed
+        self._arrived = 0  # well-formed QoS 1/2 messages received
+        self._acked = 0  # of those, acked
+        self._waiting: deque[tuple[int, int, int]] = deque()  # (arrived before it, mid, qos)
+
+    def accepted(self, qos: int) -> None:
+        """Count a well-formed message."""
+        if qos:
+            self._arrived += 1
+
+    def skip(self, mid: int, qos: int, topic: str, reason: str) -> None:
+        """Log and count a malformed message, and ack it in its turn."""
+        logger.warning("malformed message skipped", topic=topic, reason=reason, qos=qos)
+        if self._on_malformed is not None:
+            self._on_malformed()
+        if qos:
+            self._waiting.append((self._arrived, mid, qos))
+            self._ack_due()
+
+    def acked_one(self) -> None:
+        """Note that the next well-formed message was acked."""
+        self._acked += 1
+        if self._waiting:
+            self._ack_due()
+
+    def _ack_due(self) -> None:
+        waiting, client = self._waiting, self._client
+        while client is not None and waiting and waiting[0][0] <= self._acked:
+            _, mid, qos = waiting.popleft()
+            with contextlib.suppress(TransportError):  # the connection is going: it will resend
+                send_ack(client, mid, qos)
 
 
 def _code(code: object) -> int:

@@ -31,7 +31,9 @@ __all__ = [
     "VERIFIED",
     "ReadGate",
     "check_client",
+    "close_socket",
     "enable_manual_ack",
+    "intercept_messages",
     "message_queue",
     "send_ack",
     "watch_connection",
@@ -80,9 +82,11 @@ def _disconnected(client: aiomqtt.Client) -> asyncio.Future[Any]:
 
 def check_client(client: aiomqtt.Client) -> None:
     """Check, before it connects, every private part of ``client`` the transport uses."""
-    _paho_client(client)
+    inner = _paho_client(client)
     message_queue(client)
     _disconnected(client)
+    if not callable(getattr(inner, "_sock_close", None)):
+        raise incompatible("paho-mqtt has no '_sock_close'")
 
 
 def enable_manual_ack(client: aiomqtt.Client) -> None:
@@ -106,6 +110,50 @@ def message_queue(client: aiomqtt.Client) -> asyncio.Queue[Any]:
     if not isinstance(queue, asyncio.Queue):
         raise incompatible("aiomqtt keeps no message queue as '_queue'")
     return queue
+
+
+def intercept_messages(
+    client: aiomqtt.Client,
+    *,
+    accepted: Callable[[int], None],
+    rejected: Callable[[int, int, str, str], None],
+) -> None:
+    """Catch what aiomqtt's message callback raises, instead of letting paho's read fail.
+
+    aiomqtt refuses a topic that is not UTF-8 or holds a wildcard by raising inside
+    paho's read, which leaves paho handling the same half-read packet on every read.
+    Each message goes through aiomqtt's callback (public paho API: ``on_message``) as
+    before; ``accepted(qos)`` follows each one it took, ``rejected(mid, qos, topic,
+    reason)`` each one it refused (the topic as text, or as the repr of its bytes).
+    Call before connecting.
+    """
+    inner = _paho_client(client)
+    original = inner.on_message
+    if original is None:
+        raise incompatible("aiomqtt sets no paho on_message callback")
+
+    def on_message(paho_client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        try:
+            original(paho_client, userdata, message)
+        except Exception as exc:  # noqa: BLE001 - whatever aiomqtt refuses is skipped
+            rejected(message.mid, message.qos, *_refusal(message, exc))
+        else:
+            accepted(message.qos)
+
+    inner.on_message = on_message
+
+
+def _refusal(message: paho.MQTTMessage, exc: Exception) -> tuple[str, str]:
+    """Return the topic as best it can be shown, and what was wrong with the message."""
+    try:
+        topic = message.topic
+    except UnicodeDecodeError as error:
+        return repr(error.object), "the topic is not valid UTF-8"
+    if "+" in topic or "#" in topic:
+        return topic, "the topic holds a wildcard (+ or #)"
+    if not topic:
+        return topic, "the topic is empty"
+    return topic, f"{type(exc).__name__}: {exc}"
 
 
 class ReadGate:
@@ -208,6 +256,22 @@ class ReadGate:
             except OSError:
                 continue  # broken: the next read reports it
 
+    def _fail(self, exc: Exception) -> None:
+        """End the connection after a failed read: never read it again, close its socket.
+
+        paho keeps a packet it failed to handle and would handle it again on every read.
+        """
+        fd = self._fileno()
+        if fd is not None:
+            self._loop.remove_reader(fd)
+        self._paused_fd = None
+        if self._probe_handle is not None:
+            self._probe_handle.cancel()
+            self._probe_handle = None
+        close_socket(self._client)
+        if not self._disconnected.done():
+            self._disconnected.set_exception(exc)
+
     def _fileno(self) -> int | None:
         sock = self._paho.socket()
         if sock is None:
@@ -226,8 +290,7 @@ class ReadGate:
                 if pending is None or pending() <= 0:
                     break
         except Exception as exc:  # noqa: BLE001 - handed to aiomqtt as the connection's end
-            if not self._disconnected.done():
-                self._disconnected.set_exception(exc)
+            self._fail(exc)
             return
         if self._full():
             self.pause()
@@ -264,3 +327,15 @@ def watch_connection(
 
     inner.on_connect = connack
     inner.on_disconnect = disconnect
+
+
+def close_socket(client: aiomqtt.Client) -> None:
+    """Close the socket of a client whose connect failed; no-op if it is closed.
+
+    aiomqtt leaves it open, and watched by the event loop, when no CONNACK comes in time.
+    paho's own close also tells aiomqtt, which then stops watching it.
+    """
+    close = getattr(_paho_client(client), "_sock_close", None)
+    if not callable(close):
+        raise incompatible("paho-mqtt has no '_sock_close'")
+    close()

@@ -51,7 +51,9 @@ class Daemon:
         """Build every part from ``config``; nothing runs until ``run()``."""
         self.config = config
         self.metrics = Metrics()
-        self.transport: Transport = transport or build_transport(config.broker)
+        self.transport: Transport = transport or build_transport(
+            config.broker, on_malformed=self.metrics.rejected.labels("malformed").inc
+        )
         self.mapper = Mapper(build_routes(config), default_priority=config.queue.default_priority)
         self.acker = Acker(self.transport, on_ack=self.metrics.acked.inc)
         q = config.queue

@@ -29,8 +29,13 @@ __all__ = [
 ]
 
 
-def build_transport(broker: BrokerConfig) -> AiomqttTransport:
-    """Return the transport ``broker.client`` names, set up from ``broker``."""
+def build_transport(
+    broker: BrokerConfig, *, on_malformed: Callable[[], object] | None = None
+) -> AiomqttTransport:
+    """Return the transport ``broker.client`` names, set up from ``broker``.
+
+    ``on_malformed()`` is called for each malformed message the transport skips.
+    """
     tls = None
     if broker.tls is not None:
         tls = TLSOptions(
@@ -51,6 +56,7 @@ def build_transport(broker: BrokerConfig) -> AiomqttTransport:
         persistent=broker.session.persistent,
         session_expiry=broker.session.expiry,
         receive_maximum=broker.receive_maximum,
+        on_malformed=on_malformed,
     )
 
 
