@@ -194,6 +194,36 @@ class TestBadInput:
         with pytest.raises(ValueError, match=r"min_consumers must be >= 0, got -1"):
             CollectorQueue([Collector("a", echo)], min_consumers=-1)
 
+    def test_queue_negative_maxsize_raises(self) -> None:
+        """A negative maxsize is a ValueError naming the value."""
+        with pytest.raises(ValueError, match=r"maxsize must be >= 0, got -1"):
+            CollectorQueue([Collector("a", echo)], maxsize=-1)
+
+    def test_queue_maxsize_is_kept(self) -> None:
+        """The maxsize given is the queue's bound; 0, the default, is unbounded."""
+        assert CollectorQueue([Collector("a", echo)], maxsize=7).maxsize == 7
+        assert CollectorQueue([Collector("a", echo)]).maxsize == 0
+
+    @pytest.mark.parametrize(
+        ("argument", "value"),
+        [
+            ("maxsize", 1.5),
+            ("maxsize", "10"),
+            ("maxsize", True),
+            ("max_consumers", 2.0),
+            ("max_consumers", True),
+            ("min_consumers", "1"),
+            ("min_consumers", None),
+            ("default_priority", 1.0),
+            ("default_priority", False),
+        ],
+    )
+    def test_queue_non_int_argument_raises(self, argument: str, value: object) -> None:
+        """A count or priority that is not an int (a bool included) is a TypeError naming it."""
+        arguments: dict[str, Any] = {argument: value}
+        with pytest.raises(TypeError, match=rf"{argument} must be an int, got {value!r}"):
+            CollectorQueue([Collector("a", echo)], **arguments)
+
     async def test_send_non_payload_raises(self) -> None:
         """Sending something that is not a Payload is a TypeError naming it."""
         async with CollectorQueue([Collector("a", echo)]) as queue:

@@ -8,7 +8,16 @@ from typing import Any
 
 import pytest
 
-from mqtt_collector import Collector, CollectorQueue, Context, Ok, Payload, Result
+from mqtt_collector import (
+    Collector,
+    CollectorEvent,
+    CollectorQueue,
+    Context,
+    Delivery,
+    Ok,
+    Payload,
+    Result,
+)
 
 TIMEOUT = 2.0  # bound on every wait; generous, since nothing here should take long
 
@@ -181,6 +190,27 @@ class TestPool:
         assert 0 < seen[0] < count
         assert processed == count
 
+    async def test_pool_qsize_counts_fanned_out_deliveries(self) -> None:
+        """qsize() counts queued payloads and the deliveries of a fan-out still waiting."""
+        blocker = Blocker(1)
+        collectors = [Collector(key, blocker, topics=["t"]) for key in "abc"]
+        queue = CollectorQueue(collectors, min_consumers=1, max_consumers=1)
+        await queue.init_queue()
+        try:
+            publisher = queue.get_publisher()
+            fanned = await publisher.send(Payload(1, delivery=Delivery.TOPIC, topics=["t"]))
+            await asyncio.wait_for(blocker.all_in.wait(), TIMEOUT)
+            assert queue.qsize() == 2  # deliveries to "b" and "c" wait for a consumer
+            queued = await publisher.send(Payload(2, delivery=Delivery.TOPIC, topics=["t"]))
+            assert queue.qsize() == 3
+            blocker.release.set()
+            for event in (fanned, queued):
+                assert len(await event.wait(timeout=TIMEOUT)) == 3
+            assert queue.qsize() == 0
+        finally:
+            blocker.release.set()
+            await asyncio.wait_for(queue.shut_down_queue(timeout=TIMEOUT), TIMEOUT * 2)
+
 
 class TestBackPressure:
     """A bounded queue makes senders wait."""
@@ -225,6 +255,45 @@ class TestBackPressure:
             assert (await queued.wait(timeout=TIMEOUT)).first() == Ok("queued")
         # The abandoned send left nothing behind that holds up shutdown (async with above).
         assert queue.state == "shut down"
+
+    async def test_back_pressure_cancelled_sender_hands_its_room_on(self) -> None:
+        """A sender cancelled just as it is given room passes it to the next waiting sender."""
+        blocker = Blocker(1)
+        first_sender: asyncio.Task[CollectorEvent] | None = None
+
+        async def process(payload: Payload[Any], ctx: Context) -> Result:
+            if payload.value == "running":
+                return await blocker(payload, ctx)
+            if payload.value == "queued":
+                # Taking "queued" made room and woke the first sender, which has not run
+                # yet: cancel it now, in the same loop turn.
+                assert first_sender is not None
+                first_sender.cancel()
+            return Ok(payload.value)
+
+        queue = CollectorQueue(
+            [Collector("c", process)], min_consumers=1, max_consumers=1, maxsize=1
+        )
+        await queue.init_queue()
+        try:
+            publisher = queue.get_publisher()
+            await publisher.send(Payload("running"))
+            await asyncio.wait_for(blocker.all_in.wait(), TIMEOUT)
+            await publisher.send(Payload("queued"))
+            first_sender = asyncio.create_task(publisher.send(Payload("cancelled")))
+            second_sender = asyncio.create_task(publisher.send(Payload("second")))
+            for _ in range(3):
+                await asyncio.sleep(0)  # both senders wait for room
+            assert len(queue._pool.putters) == 2
+            blocker.release.set()
+            second = await asyncio.wait_for(second_sender, TIMEOUT)
+            assert (await second.wait(timeout=TIMEOUT)).first() == Ok("second")
+            assert first_sender.cancelled()
+            assert queue.qsize() == 0
+        finally:
+            blocker.release.set()
+            # Bounded, so a failure above cannot leave shutdown waiting on a stuck sender.
+            await asyncio.wait_for(queue.shut_down_queue(timeout=TIMEOUT), TIMEOUT * 2)
 
 
 async def test_pool_payload_sent_as_last_consumer_expires_is_processed(

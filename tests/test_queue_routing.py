@@ -19,6 +19,7 @@ from mqtt_collector import (
     QueueType,
     Result,
     ResultList,
+    SimpleRouter,
 )
 
 TIMEOUT = 2.0  # bound on every wait; generous, since nothing here should take long
@@ -185,6 +186,13 @@ class TestDelivery:
             results = await (await queue.get_publisher().send(Payload("b"))).wait(timeout=TIMEOUT)
         assert results == ResultList([Ok("a"), Ok("b"), Ok("c"), Ok("d")])
         assert sorted(seen) == [(key, "b") for key in "abcd"]
+
+    async def test_deliver_to_no_collectors_gives_empty_result_list(self) -> None:
+        """Router.deliver() with no collectors returns an empty ResultList, as handle_event does."""
+        router = SimpleRouter([Collector("a", echo, topics=["t"])])
+        payload = Payload(1, delivery=Delivery.TOPIC, topics=["nowhere"])
+        assert await router.deliver(payload, []) == ResultList()
+        assert await router.handle_event(payload) == ResultList()
 
 
 class TestPayload:

@@ -7,6 +7,7 @@ import pytest
 from mqtt_collector._template import TopicTemplate
 from mqtt_collector._topic import (
     TopicFilter,
+    overlaps,
     split_shared,
     validate_filter,
     validate_topic_name,
@@ -318,6 +319,47 @@ class TestTopicFilter:
     def test_topic_filter_repr(self) -> None:
         """The repr shows the filter as given."""
         assert repr(TopicFilter("$share/g/a")) == "TopicFilter('$share/g/a')"
+
+
+class TestOverlaps:
+    """overlaps() says whether some topic matches both filters (in either order)."""
+
+    @pytest.mark.parametrize(
+        ("first", "second", "expected"),
+        [
+            ("a/+/c", "a/b/+", True),
+            ("a/+/c", "a/b/d", False),
+            ("a/b", "a/b", True),
+            # '#', at any depth, and matching the parent level too
+            ("#", "a/b/c", True),
+            ("#", "+", True),
+            ("#", "#", True),
+            ("a/#", "a/b/c/d", True),
+            ("a/#", "a", True),
+            ("a/b/#", "a/+", True),
+            ("a/#", "b/#", False),
+            ("a/b/#", "a/c", False),
+            # filters of different depth without '#' share no topic
+            ("a/+", "a/+/b", False),
+            ("a/b", "a/b/c", False),
+            ("+", "+/+", False),
+            # a leading wildcard matches no '$' topic
+            ("#", "$SYS/x", False),
+            ("+/x", "$SYS/x", False),
+            ("+/#", "$SYS", False),
+            ("$SYS/#", "$SYS/x", True),
+            ("$SYS/+", "$SYS/x/y", False),
+            ("a/+", "a/$x", True),
+            # share groups: only within the same group
+            ("$share/g/a/#", "$share/g/a/b", True),
+            ("$share/g/a/#", "$share/h/a/b", False),
+            ("$share/g/a/#", "a/b", False),
+        ],
+    )
+    def test_overlaps(self, first: str, second: str, *, expected: bool) -> None:
+        """Two filters overlap exactly when some topic matches both, whichever comes first."""
+        assert overlaps(first, second) is expected
+        assert overlaps(second, first) is expected
 
 
 class TestTopicTemplate:
