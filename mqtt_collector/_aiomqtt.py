@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import ssl
 from collections import deque
@@ -35,6 +36,20 @@ from mqtt_collector._transport import ConnectionInfo, Inbound
 __all__ = ["AiomqttTransport"]
 
 logger = structlog.get_logger("mqtt_collector.transport")
+# What aiomqtt and paho log: a lost connection at error level ("failed to receive on
+# socket"), next to the daemon's own warning that says it better. It goes to debug, and
+# paho's packet-by-packet trace (debug already) nowhere.
+_client_log = logging.getLogger("mqtt_collector.mqtt_client")
+
+
+def _at_debug(record: logging.LogRecord) -> bool:
+    if record.levelno < logging.INFO:
+        return False
+    record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+    return _client_log.isEnabledFor(logging.DEBUG)
+
+
+_client_log.addFilter(_at_debug)
 
 _NO_PROPERTIES: Mapping[str, Any] = MappingProxyType({})
 # Attributes paho keeps on every Properties object besides the properties themselves.
@@ -154,6 +169,7 @@ class AiomqttTransport:
             tls_context=self._tls.context() if self._tls is not None else None,
             tls_insecure=True if self._tls is not None and self._tls.insecure else None,
             timeout=self._connect_timeout,
+            logger=_client_log,
         )
         enable_manual_ack(client)
         check_client(client)
