@@ -64,7 +64,7 @@ _PROPERTY_NAMES = {
     "SubscriptionIdentifier": "subscription_identifier",
     "TopicAlias": "topic_alias",
 }
-_DISCONNECT_TIMEOUT = 5.0
+_DISCONNECT_TIMEOUT = 2.0  # the daemon's stop budget keeps 2 s for the disconnect
 _UNSPECIFIED_ERROR = 0x80
 
 

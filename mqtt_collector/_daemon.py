@@ -110,20 +110,7 @@ class Daemon:
             await asyncio.wait({reader, stopping}, return_when=asyncio.FIRST_COMPLETED)
             notify("STOPPING=1")
             stopping.cancel()
-            await self._leave_share_groups(reader)
-            reader.cancel()
-            try:
-                await reader
-            except asyncio.CancelledError:
-                pass
-            except Exception as exc:  # a bug: still drain and tear down, then report it
-                logger.exception("reader failed")
-                fatal = exc
-            logger.info("draining", queued=self.queue.qsize(), running=self.queue.busy)
-            await self.queue.shut_down_queue(timeout=self.config.queue.drain_timeout)
-            if self._redelivery is not None:
-                await self._redelivery  # a disconnect: bounded, never raises
-            await self.transport.disconnect()
+            fatal = await self._stop(reader)
             logger.info("stopped")
             if fatal is not None:
                 raise fatal
@@ -131,29 +118,95 @@ class Daemon:
             if server is not None:
                 server.stop()
 
-    async def _leave_share_groups(self, reader: asyncio.Task[None]) -> None:
+    async def _stop(self, reader: asyncio.Task[None]) -> Exception | None:
+        """Stop within one budget set now: ``drain_timeout``, then at most ``_STOP_GRACE``.
+
+        Leaving the share groups takes a slice of the drain time, draining the rest of it.
+        Exiting the lifecycles gets what is left of the grace but the disconnect's share, and
+        is given up (logged) past it; the disconnect is bounded too. What is not finished
+        stays unacked, for the broker to send again. Return the reader's failure (a bug).
+        """
+        loop = asyncio.get_running_loop()
+        drain_timeout = self.config.queue.drain_timeout
+        drained_by = loop.time() + drain_timeout
+        deadline = drained_by + _STOP_GRACE
+        await self._leave_share_groups(reader, min(_LEAVE_SHARE, drain_timeout * _LEAVE_PART))
+        fatal = await self._stop_reader(reader)
+        remaining = max(0.0, drained_by - loop.time())
+        logger.info(
+            "draining",
+            queued=self.queue.qsize(),
+            running=self.queue.busy,
+            timeout=round(remaining, 1),
+        )
+        shutdown = loop.create_task(self.queue.shut_down_queue(timeout=remaining))
+        teardown_by = deadline - _DISCONNECT - _CANCEL_WAIT
+        await asyncio.wait({shutdown}, timeout=max(0.0, teardown_by - loop.time()))
+        if not shutdown.done():
+            logger.error(
+                "lifecycle teardown did not finish in time: stopping without it",
+                waited=round(teardown_by - drained_by, 1),
+            )
+            shutdown.cancel()
+            await asyncio.wait({shutdown}, timeout=_CANCEL_WAIT)
+        elif not shutdown.cancelled() and (failure := shutdown.exception()) is not None:
+            logger.error("queue shutdown failed", exc_info=failure)
+            if fatal is None and isinstance(failure, Exception):
+                fatal = failure
+        try:
+            async with asyncio.timeout(_DISCONNECT):
+                if self._redelivery is not None:
+                    await self._redelivery  # a disconnect, already under way
+                await self.transport.disconnect()
+        except TimeoutError:
+            logger.warning("disconnect did not finish in time", waited=_DISCONNECT)
+        return fatal
+
+    async def _stop_reader(self, reader: asyncio.Task[None]) -> Exception | None:
+        """Cancel the reader and wait (bounded) for it; return its failure, if it failed."""
+        reader.cancel()
+        await asyncio.wait({reader}, timeout=_CANCEL_WAIT)
+        if not reader.done():
+            logger.warning("the reader did not stop in time: going on without it")
+            return None
+        failure = None if reader.cancelled() else reader.exception()
+        if failure is None:
+            return None
+        # A bug: still drain and tear down, then report it.
+        logger.error("reader failed", exc_info=failure)
+        return failure if isinstance(failure, Exception) else None
+
+    async def _leave_share_groups(self, reader: asyncio.Task[None], budget: float) -> None:
         """Unsubscribe from $share filters before stopping, and take what the broker still sends.
 
         Otherwise the broker goes on sending this member's share to its persistent session
         while it is away, instead of to the members still running. Messages it had already
         given this session (some held back by flow control) keep coming after the
-        unsubscribe; they are taken until the stream has been quiet for a moment.
+        unsubscribe; they are taken until the stream has been quiet for a moment, or for
+        ``budget`` seconds at most (traffic on other filters may never let it be quiet):
+        what the broker sends this member after that waits in its session for its return.
         """
         shared = [f for f, _ in self._filters if f.startswith("$share/")]
         if not shared or not self.ready or reader.done():
             return
+        loop = asyncio.get_running_loop()
+        until = loop.time() + budget
         try:
-            async with asyncio.timeout(self.config.queue.drain_timeout):
+            async with asyncio.timeout_at(until):
                 await self.transport.unsubscribe(shared)
-                while not reader.done():
-                    seen = self._received
-                    await asyncio.sleep(_QUIET)
-                    if seen == self._received and not self.transport.backlog():
-                        break
         except (TransportError, TimeoutError) as exc:
-            logger.warning("could not leave the share groups", error=str(exc) or "timed out")
+            logger.warning(
+                "could not leave the share groups",
+                filters=shared,
+                error=str(exc) or f"no answer within {budget:g}s",
+            )
             return
-        logger.info("left the share groups", filters=shared)
+        quiet = False
+        while not quiet and not reader.done() and until - loop.time() >= _QUIET:
+            seen = self._received
+            await asyncio.sleep(_QUIET)
+            quiet = seen == self._received and not self.transport.backlog()
+        logger.info("left the share groups", filters=shared, quiet=quiet)
 
     def _metrics_server(self) -> MetricsServer | None:
         listen = self.config.metrics.listen
@@ -378,6 +431,17 @@ class Daemon:
 
 # Seconds without a new message after which a member leaving its share group stops reading.
 _QUIET = 0.5
+# The stop's budget: queue.drain_timeout, then at most _STOP_GRACE seconds more for the
+# lifecycles' teardown and the disconnect. The systemd unit's TimeoutStopSec and the
+# container's stop timeout cover it (deploy/README.md).
+_STOP_GRACE = 10.0
+# Of the grace, kept for the disconnect.
+_DISCONNECT = 2.0
+# Leaving the share groups takes at most _LEAVE_SHARE seconds, and _LEAVE_PART of the drain time.
+_LEAVE_SHARE = 5.0
+_LEAVE_PART = 0.25
+# How long a cancelled task (the reader, an overdue teardown) is waited for.
+_CANCEL_WAIT = 0.5
 # Seconds to wait for a SUBACK before the SUBSCRIBE is logged and sent again.
 _SUBACK_TIMEOUT = 10.0
 # SUBACK codes from this one up are failures (MQTT 5 §3.9.3; 3.1.1 has 0x80 alone).
