@@ -18,6 +18,7 @@ from mqtt_collector._notify import notify
 from mqtt_collector._policy import UnacknowledgedError
 from mqtt_collector._queue import CollectorQueue
 from mqtt_collector._result import Error
+from mqtt_collector._transport import suback_reason
 from mqtt_collector._wiring import (
     build_collectors,
     build_filters,
@@ -74,6 +75,8 @@ class Daemon:
         self.ready = False  # connected and subscribed
         self._connected = False
         self._subscribed = False
+        self._refused: dict[str, int] = {}  # filter -> SUBACK code, on this connection
+        self.why_not_ready = "not connected"  # what /readyz says while not ready
         self._received = 0
         # Only a collector with a dead letter can ask for a message to be left unacked.
         self._may_hold = any(c.dead_letter is not None for c in config.collectors)
@@ -212,7 +215,13 @@ class Daemon:
         listen = self.config.metrics.listen
         if listen is None:
             return None
-        server = MetricsServer(self.metrics, listen.host, listen.port, ready=lambda: self.ready)
+        server = MetricsServer(
+            self.metrics,
+            listen.host,
+            listen.port,
+            ready=lambda: self.ready,
+            why_not_ready=lambda: self.why_not_ready,
+        )
         server.start()
         logger.info("serving metrics", host=listen.host, port=server.port)
         return server
@@ -265,6 +274,7 @@ class Daemon:
         """
         self._connected = True
         self._subscribed = session_present  # the session kept its subscriptions
+        self._refused = {}
         self._update_ready()
         reader = asyncio.create_task(self._read_messages(), name="mqtt-messages")
         subscriber = asyncio.create_task(self._subscribe(), name="mqtt-subscribe")
@@ -292,19 +302,61 @@ class Daemon:
             await self._handle(inbound)
 
     async def _subscribe(self) -> None:
-        """Subscribe to every filter, waiting as long as the broker takes; never drop reading.
+        """Subscribe to every filter; ask again for the refused ones, on this connection.
+
+        Reading never waits for it. A refused filter is logged as an error with the broker's
+        reason code, counted, shown by /readyz (not ready), and asked for again with the
+        reconnect backoff; the filters granted deliver meanwhile.
+        """
+        reconnect = self.config.broker.reconnect
+        wanted = dict(self._filters)
+        refusals = 0
+        while True:
+            asked = list(wanted.items())
+            codes = await self._request(asked)
+            refused: dict[str, int] = {}
+            granted: list[str] = []
+            if codes is None:  # a transport that cannot tell: granted as asked
+                codes = [qos for _, qos in asked]
+            for (name, _), code in zip(asked, codes, strict=True):
+                if code >= _SUBACK_FAILURE:
+                    refused[name] = code
+                    self.metrics.subscription_refusals.labels(name).inc()
+                else:
+                    granted.append(name)
+                    del wanted[name]
+            if granted:
+                logger.info("subscribed", filters=granted)
+            self._subscribed = True
+            self._refused = refused
+            self._update_ready()
+            if not refused:
+                return
+            refusals += 1
+            delay = _backoff(refusals, reconnect.initial_delay, reconnect.max_delay)
+            if refusals & (refusals - 1) == 0:  # now and again: 1, 2, 4, 8, ... tries
+                for name, code in refused.items():
+                    logger.error(
+                        "subscription refused (the other filters deliver; asked for again)",
+                        filter=name,
+                        reason=suback_reason(code),
+                        attempts=refusals,
+                        retry_in=round(delay, 2),
+                    )
+            await asyncio.sleep(delay)
+
+    async def _request(self, filters: list[tuple[str, int]]) -> Sequence[int] | None:
+        """Send one SUBSCRIBE and return the broker's answer, however long it takes.
 
         A SUBSCRIBE left unanswered for ``_SUBACK_TIMEOUT`` seconds is logged and sent again
         (with backoff) on the same connection; the earlier request may still be answered.
         """
         reconnect = self.config.broker.reconnect
-        names = [name for name, _ in self._filters]
         requests: set[asyncio.Task[Sequence[int] | None]] = set()
         silences = 0
         try:
             while True:
-                request = asyncio.create_task(self.transport.subscribe(self._filters))
-                requests.add(request)
+                requests.add(asyncio.create_task(self.transport.subscribe(filters)))
                 done, _ = await asyncio.wait(
                     requests, timeout=_SUBACK_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
                 )
@@ -314,7 +366,7 @@ class Daemon:
                     if silences & (silences - 1) == 0:
                         logger.warning(
                             "no answer to SUBSCRIBE yet: still reading; it will be sent again",
-                            filters=names,
+                            filters=[name for name, _ in filters],
                             waited=_SUBACK_TIMEOUT,
                             retry_in=round(delay, 2),
                             attempts=silences,
@@ -324,25 +376,27 @@ class Daemon:
                     )
                     if not done:
                         continue
-                codes = done.pop().result()
-                break
+                return done.pop().result()
         finally:
             # The other requests are for the same filters: their answers can be ignored.
             for task in requests:
                 task.cancel()
-        refused = [
-            name for name, code in zip(names, codes or (), strict=False) if code >= _SUBACK_FAILURE
-        ]
-        if refused:
-            raise TransportError(f"the broker refused the subscription to {', '.join(refused)}")
-        logger.info("subscribed", filters=names)
-        self._subscribed = True
-        self._update_ready()
 
     def _update_ready(self) -> None:
-        """Set ``ready`` (and the connected gauge) from the state of the connection."""
-        self.ready = self._connected and self._subscribed
+        """Set ``ready`` and ``why_not_ready`` (and the gauges) from the connection's state."""
+        why = ""
+        if not self._connected:
+            why = "not connected"
+        elif self._refused:
+            why = "subscription refused: " + ", ".join(
+                f"{name} ({suback_reason(code)})" for name, code in self._refused.items()
+            )
+        elif not self._subscribed:
+            why = "subscribing"
+        self.why_not_ready = why
+        self.ready = not why
         self.metrics.connected.set(1 if self._connected else 0)
+        self.metrics.subscriptions_refused.set(len(self._refused))
 
     async def _handle(self, inbound: Inbound) -> None:
         """Map one message and queue it; ack at once what will never reach a collector."""

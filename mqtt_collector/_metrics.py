@@ -56,6 +56,17 @@ class Metrics:
         self.unacked = Gauge(
             "mqtt_collector_unacked", "QoS 1/2 messages received and not yet acked.", registry=r
         )
+        self.subscription_refusals = Counter(
+            "mqtt_collector_subscription_refusals",
+            "Topic filters the broker refused in a SUBACK, by filter (each try counts).",
+            ["filter"],
+            registry=r,
+        )
+        self.subscriptions_refused = Gauge(
+            "mqtt_collector_subscriptions_refused",
+            "Topic filters refused on the current connection (asked for again with backoff).",
+            registry=r,
+        )
 
     def outcome(self, collector: str, outcome: str) -> None:
         """Count one delivery outcome (called for every delivery: the child is cached)."""
@@ -133,9 +144,18 @@ class MetricsServer:
     """
 
     def __init__(
-        self, metrics: Metrics, host: str, port: int, *, ready: Callable[[], bool]
+        self,
+        metrics: Metrics,
+        host: str,
+        port: int,
+        *,
+        ready: Callable[[], bool],
+        why_not_ready: Callable[[], str] = lambda: "not connected",
     ) -> None:
-        """Bind ``host:port`` now (so a taken port fails at start); serve after ``start()``."""
+        """Bind ``host:port`` now (so a taken port fails at start); serve after ``start()``.
+
+        /readyz answers 200 while ``ready()``, else 503 with ``why_not_ready()`` as the body.
+        """
         prometheus = make_wsgi_app(metrics.registry)
 
         def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -148,7 +168,7 @@ class MetricsServer:
                     start_response("200 OK", [("Content-Type", "text/plain")])
                     return [b"ready\n"]
                 start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
-                return [b"not connected\n"]
+                return [f"{why_not_ready()}\n".encode()]
             return prometheus(environ, start_response)  # type: ignore[no-any-return]
 
         self._server = make_server(

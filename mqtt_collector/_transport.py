@@ -6,7 +6,28 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["ConnectionInfo", "Inbound", "Transport"]
+__all__ = ["ConnectionInfo", "Inbound", "Transport", "suback_reason"]
+
+# MQTT 5 SUBACK reason codes of failure (§3.9.3); 3.1.1 has 0x80 alone.
+_SUBACK_FAILURES = {
+    0x80: "Unspecified error",
+    0x83: "Implementation specific error",
+    0x87: "Not authorized",
+    0x8F: "Topic Filter invalid",
+    0x91: "Packet Identifier in use",
+    0x97: "Quota exceeded",
+    0x9E: "Shared Subscriptions not supported",
+    0xA1: "Subscription Identifiers not supported",
+    0xA2: "Wildcard Subscriptions not supported",
+}
+_MAX_QOS = 2
+
+
+def suback_reason(code: int) -> str:
+    """Return how a SUBACK code reads: ``granted QoS 1``, ``0x87 Not authorized``, ..."""
+    if 0 <= code <= _MAX_QOS:
+        return f"granted QoS {code}"
+    return f"0x{code:02X} {_SUBACK_FAILURES.get(code, 'Unknown reason')}"
 
 
 @dataclass(slots=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,17 +13,25 @@ import pytest
 
 from mqtt_collector import _daemon
 from mqtt_collector._daemon import Daemon
+from tests.conftest import in_ci
 from tests.daemon_helpers import (
+    WAIT,
     LogCapture,
+    Publisher,
     capture_logging,
+    free_port,
     make_config,
     records,
     run_daemon,
     wait_until,
 )
+from tests.mosquitto import MosquittoFactory
 from tests.scripted_broker import SUBSCRIBE, ScriptedBroker, ScriptedConnection
 
 BACKLOG = 300
+_FAST = {"initial_delay": 0.1, "max_delay": 0.3}
+# Mosquitto's dynamic security plugin is what can refuse a SUBSCRIBE (its acl_file cannot).
+_DYNSEC = "/usr/lib/*/mosquitto_dynamic_security.so"
 
 
 @pytest.fixture
@@ -33,6 +43,48 @@ def logs() -> Iterator[LogCapture]:
 
 def _data(daemon: Daemon) -> list[int]:
     return sorted(int(r.data) for r in records(daemon))
+
+
+def _metric(daemon: Daemon, name: str, **labels: str) -> float:
+    value = daemon.metrics.registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+def _readyz(port: int) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=WAIT) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, error.read().decode()
+
+
+def _refusing_conf(directory: Path, denied: str) -> str:
+    """Mosquitto conf lines that make its plain listener refuse subscribing to ``denied``."""
+    found = sorted(Path("/").glob(_DYNSEC.lstrip("/")))
+    if not found:
+        message = f"Mosquitto's dynamic security plugin is not installed ({_DYNSEC})"
+        if in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    directory.mkdir(parents=True, exist_ok=True)
+    roles = [{"acltype": "subscribeLiteral", "topic": denied, "allow": False, "priority": 1}]
+    dynsec = {
+        "clients": [],
+        "groups": [{"groupname": "anonymous", "roles": [{"rolename": "limited"}]}],
+        "anonymousGroup": "anonymous",
+        "roles": [{"rolename": "limited", "acls": roles}],
+        "defaultACLAccess": {
+            "publishClientSend": True,
+            "publishClientReceive": True,
+            "subscribe": True,
+            "unsubscribe": True,
+        },
+    }
+    path = directory / "dynsec.json"
+    path.write_text(json.dumps(dynsec), encoding="utf-8")
+    path.chmod(0o600)
+    return f"plugin {found[0]}\nplugin_opt_config_file {path}"
 
 
 class TestSubscribeAnsweredLate:
@@ -119,3 +171,59 @@ class TestSubscribeAnsweredLate:
         [silence] = logs.events("no answer to SUBSCRIBE yet: still reading; it will be sent again")
         assert silence["level"] == "warning"
         assert silence["filters"] == [f"{topic_prefix}/#"]
+
+
+class TestSubscriptionRefused:
+    """A broker that refuses one filter of several (an ACL; NATS refuses filters with '.')."""
+
+    @pytest.mark.broker
+    @pytest.mark.parametrize(
+        "answer",
+        [("5", "0x87 Not authorized"), ("3.1.1", "0x80 Unspecified error")],
+        ids=["mqtt5", "mqtt311"],
+    )
+    async def test_daemon_keeps_the_granted_filters_and_asks_again_for_the_refused_one(
+        self,
+        make_mosquitto: MosquittoFactory,
+        topic_prefix: str,
+        tmp_path: Path,
+        logs: LogCapture,
+        answer: tuple[str, str],
+    ) -> None:
+        """The good filter delivers; the refused one is logged, counted, in /readyz, retried."""
+        protocol, reason = answer
+        denied = f"{topic_prefix}/denied/#"
+        broker = make_mosquitto(extra_conf=_refusing_conf(tmp_path / "dynsec", denied))
+        metrics_port = free_port()
+        config = make_config(
+            tmp_path,
+            port=broker.port,
+            prefix=topic_prefix,
+            subscriptions=[
+                {"filter": f"{topic_prefix}/ok/#", "topics": ["all"]},
+                {"filter": denied, "topics": ["all"]},
+            ],
+            broker={"protocol": protocol, "reconnect": _FAST},
+            metrics={"listen": f"127.0.0.1:{metrics_port}"},
+        )
+        refusals = "mqtt_collector_subscription_refusals_total"
+        async with run_daemon(config, ready=False) as daemon:
+            await wait_until(
+                lambda: _metric(daemon, refusals, filter=denied) >= 3,
+                what="the refused filter asked for three times",
+            )
+            with Publisher(broker.port) as publisher:
+                publisher.publish_json(f"{topic_prefix}/ok/a", 1)
+            await wait_until(lambda: _data(daemon) == [1], what="the good filter's message")
+            assert not daemon.ready
+            status, body = await asyncio.to_thread(_readyz, metrics_port)
+            assert _metric(daemon, "mqtt_collector_subscriptions_refused") == 1
+            assert _metric(daemon, "mqtt_collector_connections_total") == 1
+        assert (status, body) == (503, f"subscription refused: {denied} ({reason})\n")
+        assert logs.events("connection lost") == []
+        refused = logs.events("subscription refused (the other filters deliver; asked for again)")
+        assert refused[0]["level"] == "error"
+        assert refused[0]["filter"] == denied
+        assert refused[0]["reason"] == reason
+        [subscribed] = logs.events("subscribed")
+        assert subscribed["filters"] == [f"{topic_prefix}/ok/#"]
