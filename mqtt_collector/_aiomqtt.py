@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import socket
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -170,6 +171,7 @@ class AiomqttTransport:
             tls_insecure=True if self._tls is not None and self._tls.insecure else None,
             timeout=self._connect_timeout,
             logger=_client_log,
+            socket_options=_keepalive_options(self._keepalive),
         )
         enable_manual_ack(client)
         check_client(client)
@@ -333,6 +335,25 @@ class AiomqttTransport:
         if self._client is None:
             raise TransportError("not connected")
         return self._client
+
+
+def _keepalive_options(keepalive: int) -> list[tuple[int, int, int]]:
+    """TCP keepalive and a bound on unacknowledged sends: about 2 x ``keepalive`` to a dead peer.
+
+    While reading is paused, paho cannot read the broker's PINGRESP; the socket is then
+    what tells a dead broker (or a cut network) from a quiet one.
+    """
+    options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+    for name, value in (
+        ("TCP_KEEPIDLE", keepalive),
+        ("TCP_KEEPINTVL", max(1, keepalive // 3)),
+        ("TCP_KEEPCNT", 3),
+        ("TCP_USER_TIMEOUT", 2 * keepalive * 1000),  # milliseconds
+    ):
+        option = getattr(socket, name, None)  # Linux has them all; others some
+        if option is not None:
+            options.append((socket.IPPROTO_TCP, option, value))
+    return options
 
 
 class _Skipped:

@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import importlib.metadata
+import os
 import socket
+import ssl
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -43,9 +46,10 @@ __all__ = [
 VERIFIED = "aiomqtt 2.5 and paho-mqtt 2.2"
 # While paused, the socket is peeked at this often, so that a lost connection is seen.
 _PROBE_INTERVAL = 0.5
-# Less than this waiting is control packets (a DISCONNECT, a PINGRESP) or a few messages:
-# cheap to read. More is a broker flooding past Receive Maximum: keepalive must do.
+# While paused, a control packet (a PINGRESP, a DISCONNECT) first in line is read if it
+# is whole within this many bytes; a PUBLISH never is.
 _PROBE_BYTES = 4096
+_PUBLISH = 3  # the packet type in the first byte's high nibble
 
 
 def _version(name: str) -> str:
@@ -87,6 +91,8 @@ def check_client(client: aiomqtt.Client) -> None:
     _disconnected(client)
     if not callable(getattr(inner, "_sock_close", None)):
         raise incompatible("paho-mqtt has no '_sock_close'")
+    if not isinstance(getattr(inner, "_ping_t", None), (int, float)):
+        raise incompatible("paho-mqtt keeps no '_ping_t' (when the last PINGREQ went out)")
 
 
 def enable_manual_ack(client: aiomqtt.Client) -> None:
@@ -143,6 +149,39 @@ def intercept_messages(
     inner.on_message = on_message
 
 
+class _Waiting(enum.Enum):
+    NOTHING = enum.auto()  # nothing to read, or a packet not whole yet
+    CONTROL = enum.auto()  # the end of the stream, an error, or a whole control packet
+    PUBLISH = enum.auto()  # a PUBLISH first in line (or TLS data: its type is hidden)
+
+
+def _waiting(sock: socket.socket) -> _Waiting:
+    """Peek at what waits on ``sock`` (the raw bytes, even under TLS) without reading it."""
+    try:
+        head = socket.socket.recv(sock, _PROBE_BYTES, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return _Waiting.NOTHING
+    except OSError:
+        return _Waiting.CONTROL  # reset or broken: paho's read sees the loss
+    if not head:
+        return _Waiting.CONTROL  # the end of the stream
+    if isinstance(sock, ssl.SSLSocket) or head[0] >> 4 == _PUBLISH:
+        return _Waiting.PUBLISH
+    size = _packet_size(head)
+    return _Waiting.NOTHING if size is None or size > len(head) else _Waiting.CONTROL
+
+
+def _packet_size(head: bytes) -> int | None:
+    """Return the whole size of the packet ``head`` starts, or None if its header is cut."""
+    length, shift = 0, 0
+    for position, byte in enumerate(head[1:5], start=2):
+        length += (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return position + length
+    return None
+
+
 def _refusal(message: paho.MQTTMessage, exc: Exception) -> tuple[str, str]:
     """Return the topic as best it can be shown, and what was wrong with the message."""
     try:
@@ -159,11 +198,15 @@ def _refusal(message: paho.MQTTMessage, exc: Exception) -> tuple[str, str]:
 class ReadGate:
     """Stops and restarts the reading of one connected client's socket.
 
-    While paused, nothing more is read from the broker: what it sends waits in the socket
+    While paused, no PUBLISH is read from the broker: what it sends waits in the socket
     buffers and, once they are full, in the broker. Acks still go out (writing is apart).
-    Every ``_PROBE_INTERVAL`` the socket is peeked at: an end of stream, an error, or a few
-    bytes (a DISCONNECT, say) are read at once, so a lost connection is seen at once unless
-    more than ``_PROBE_BYTES`` wait before it (then keepalive finds it).
+    Every ``_PROBE_INTERVAL`` the socket is peeked at: an end of stream, an error, or a
+    whole control packet first in line (a PINGRESP, a DISCONNECT) is read at once. When a
+    PUBLISH is first in line (or, on TLS, anything: its packet types cannot be seen), the
+    broker's PINGRESP cannot be reached: paho's keepalive timeout is then suspended (its
+    PINGREQs still go out, so the broker sees us alive), and the socket itself is the
+    evidence: TCP keepalive and TCP_USER_TIMEOUT (set at connect) end a connection to a
+    dead peer, and a reset or timed-out socket ends the connection here.
     """
 
     def __init__(self, client: aiomqtt.Client, *, full: Callable[[], bool]) -> None:
@@ -225,36 +268,30 @@ class ReadGate:
 
     def _probe(self) -> None:
         self._probe_handle = None
-        sock = self._paho.socket()
-        if self._paused_fd is None or not isinstance(sock, socket.socket):
+        if self._paused_fd is None:
             return
-        try:
-            # socket.socket's own recv: on a TLS socket it peeks at the raw bytes.
-            waiting = len(
-                socket.socket.recv(sock, _PROBE_BYTES, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-            )
-        except BlockingIOError:
-            waiting = None  # nothing to read: the connection is quiet, not lost
-        except OSError:
-            waiting = 0  # reset or broken: let paho read it and see the loss
-        if waiting is not None and waiting < _PROBE_BYTES:
-            self._read_waiting()
+        self._read_control()
         if self._paused_fd is not None and self._fileno() is not None:
             self._probe_handle = self._loop.call_later(_PROBE_INTERVAL, self._probe)
 
-    def _read_waiting(self) -> None:
-        """Read every packet already waiting (paho reads one per call), to reach an end."""
-        for _ in range(_PROBE_BYTES):  # each packet is at least two bytes: a safe bound
-            self._read()
+    def _read_control(self) -> None:
+        """Read, while paused, every control packet waiting before the first PUBLISH."""
+        for _ in range(_PROBE_BYTES // 2):  # each packet is at least two bytes: a safe bound
             sock = self._paho.socket()
             if self._disconnected.done() or not isinstance(sock, socket.socket):
                 return
-            try:
-                socket.socket.recv(sock, 1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                return  # all read
-            except OSError:
-                continue  # broken: the next read reports it
+            waiting = _waiting(sock)
+            if waiting is _Waiting.NOTHING:
+                return
+            if waiting is _Waiting.PUBLISH:
+                error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if error:  # reset, or timed out by TCP keepalive: data waits, it is dead
+                    self._fail(ConnectionError(error, os.strerror(error)))
+                    return
+                # The PINGRESP waits behind the PUBLISH: keep paho from timing out.
+                self._paho._ping_t = 0  # noqa: SLF001 - checked by check_client
+                return
+            self._read()  # the end, an error, or one whole control packet
 
     def _fail(self, exc: Exception) -> None:
         """End the connection after a failed read: never read it again, close its socket.
