@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import socket
@@ -30,6 +31,7 @@ from mqtt_collector._aiomqtt_private import (
     send_ack,
     watch_connection,
 )
+from mqtt_collector._aiomqtt_publish import PublishConnection
 from mqtt_collector._exceptions import TransportError
 from mqtt_collector._tls import TLSOptions
 from mqtt_collector._transport import ConnectionInfo, Inbound
@@ -110,10 +112,13 @@ class AiomqttTransport:
         receive_maximum: int = 1000,
         connect_timeout: float = 10.0,
         on_malformed: Callable[[], object] | None = None,
+        max_packet_size: int | None = None,
     ) -> None:
         """Hold the connection settings; nothing connects until ``connect()``.
 
         ``on_malformed()`` is called for each malformed message skipped (for a counter).
+        ``max_packet_size`` is announced at CONNECT (MQTT 5): the broker sends no larger
+        packet (it drops such a message instead).
         """
         if protocol not in ("5", "3.1.1"):
             raise ValueError(f"protocol must be '5' or '3.1.1', got {protocol!r}")
@@ -135,6 +140,10 @@ class AiomqttTransport:
         self._unacked = 0  # QoS 1/2 messages yielded on this connection and not yet acked
         self._on_malformed = on_malformed
         self._skipped = _Skipped(None, None)
+        self._max_packet_size = max_packet_size
+        self._publisher = PublishConnection(
+            functools.partial(self._make_client, publisher=True), timeout=connect_timeout
+        )
 
     @property
     def connection(self) -> int:
@@ -146,26 +155,35 @@ class AiomqttTransport:
         """Whether a connection is up."""
         return self._client is not None
 
-    def _make_client(self) -> aiomqtt.Client:
+    def _make_client(self, *, publisher: bool = False) -> aiomqtt.Client:
+        """Return a new client: the receiving one, or (``publisher``) the publishing one.
+
+        The publishing client has a clean session and a client id of its own
+        (``<client_id>-publish``); it subscribes to nothing and is never paused.
+        """
+        persistent = self._persistent and not publisher
         properties = None
         if self.v5:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            properties.SessionExpiryInterval = self._session_expiry if self._persistent else 0
-            properties.ReceiveMaximum = self._receive_maximum
+            properties.SessionExpiryInterval = self._session_expiry if persistent else 0
+            if not publisher:
+                properties.ReceiveMaximum = self._receive_maximum
+                if self._max_packet_size is not None:
+                    properties.MaximumPacketSize = self._max_packet_size
         client = aiomqtt.Client(
             self.host,
             self.port,
-            identifier=self.client_id,
+            identifier=f"{self.client_id}-publish" if publisher else self.client_id,
             protocol=aiomqtt.ProtocolVersion.V5 if self.v5 else aiomqtt.ProtocolVersion.V311,
             username=self._username,
             password=self._password,
             keepalive=self._keepalive,
-            clean_session=None if self.v5 else not self._persistent,
+            clean_session=None if self.v5 else not persistent,
             # MQTT 5: a persistent session must never be cleaned, not even on the
             # first connect of this process, or what the broker kept for us is lost.
             # paho refuses any other value than its default on 3.1.1 (clean_session
             # says it there).
-            clean_start=not self._persistent if self.v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
+            clean_start=not persistent if self.v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
             properties=properties,
             tls_context=self._tls.context() if self._tls is not None else None,
             tls_insecure=True if self._tls is not None and self._tls.insecure else None,
@@ -173,6 +191,8 @@ class AiomqttTransport:
             logger=_client_log,
             socket_options=_keepalive_options(self._keepalive),
         )
+        if publisher:
+            return client
         enable_manual_ack(client)
         check_client(client)
         skipped = self._skipped = _Skipped(client, self._on_malformed)
@@ -304,37 +324,44 @@ class AiomqttTransport:
         qos: int,
         user_properties: Sequence[tuple[str, str]] = (),
     ) -> None:
-        """Publish; user properties are sent on MQTT 5 only."""
-        client = self._require()
+        """Publish on the publishing connection; user properties are sent on MQTT 5 only.
+
+        That connection is never paused: its PUBACK cannot wait behind messages the
+        receiving connection must not read (which would break the memory bound).
+        """
         properties = None
         if self.v5 and user_properties:
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             properties.UserProperty = list(user_properties)
-        try:
-            with self._held_open():
-                await client.publish(topic, body, qos=qos, properties=properties)
-        except aiomqtt.MqttError as exc:
-            raise TransportError(f"publish to {topic!r} failed: {exc}") from exc
+        await self._publisher.publish(topic, body, qos=qos, properties=properties)
 
     async def disconnect(self) -> None:
-        """Disconnect cleanly (bounded in time); never raises."""
+        """Disconnect both connections cleanly (bounded in time); never raises.
+
+        A publish still waiting for its ack fails: it was for a message of this connection,
+        which the broker will send again anyway.
+        """
         client, self._client = self._client, None
         if self._gate is not None:
             # Reading again lets the disconnect see the broker's answer.
             self._gate.resume()
             self._gate = None
-        if client is None:
-            return
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(client.__aexit__(None, None, None), _DISCONNECT_TIMEOUT)
-        # aiomqtt returns at once, leaving the socket open, if the connection had failed.
-        with contextlib.suppress(Exception):
-            close_socket(client)
+        await asyncio.gather(self._publisher.close(), _close(client))
 
     def _require(self) -> aiomqtt.Client:
         if self._client is None:
             raise TransportError("not connected")
         return self._client
+
+
+async def _close(client: aiomqtt.Client | None) -> None:
+    if client is None:
+        return
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(client.__aexit__(None, None, None), _DISCONNECT_TIMEOUT)
+    # aiomqtt returns at once, leaving the socket open, if the connection had failed.
+    with contextlib.suppress(Exception):
+        close_socket(client)
 
 
 def _keepalive_options(keepalive: int) -> list[tuple[int, int, int]]:

@@ -35,9 +35,11 @@ __all__ = [
     "ReadGate",
     "check_client",
     "close_socket",
+    "disconnected_future",
     "enable_manual_ack",
     "intercept_messages",
     "message_queue",
+    "paho_client",
     "send_ack",
     "watch_connection",
 ]
@@ -82,6 +84,16 @@ def _disconnected(client: aiomqtt.Client) -> asyncio.Future[Any]:
     if not isinstance(disconnected, asyncio.Future):
         raise incompatible("aiomqtt keeps no '_disconnected' future")
     return disconnected
+
+
+def paho_client(client: aiomqtt.Client) -> paho.Client:
+    """Return the paho-mqtt client ``client`` wraps (for its public API)."""
+    return _paho_client(client)
+
+
+def disconnected_future(client: aiomqtt.Client) -> asyncio.Future[Any]:
+    """Return the future aiomqtt resolves when ``client``'s connection ends."""
+    return _disconnected(client)
 
 
 def check_client(client: aiomqtt.Client) -> None:

@@ -53,7 +53,7 @@ class Daemon:
         self.config = config
         self.metrics = Metrics()
         self.transport: Transport = transport or build_transport(
-            config.broker, on_malformed=self.metrics.rejected.labels("malformed").inc
+            config, on_malformed=self.metrics.rejected.labels("malformed").inc
         )
         self.mapper = Mapper(build_routes(config), default_priority=config.queue.default_priority)
         self.acker = Acker(self.transport, on_ack=self.metrics.acked.inc)

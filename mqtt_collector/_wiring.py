@@ -17,25 +17,46 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from mqtt_collector._config import Config
-    from mqtt_collector._config_broker import BrokerConfig
 
 __all__ = [
     "build_collectors",
     "build_filters",
     "build_routes",
     "build_transport",
+    "max_packet_size",
     "overlapping_filters",
     "queue_type",
 ]
 
 
+# The most a PUBLISH may take besides its body: the fixed header (5 bytes), the longest
+# topic MQTT allows (2 + 65,535), the packet identifier (2) and 64 KiB of properties.
+PACKET_OVERHEAD = 5 + 2 + 65_535 + 2 + 65_536
+_LARGEST_PACKET = 268_435_455 + 5  # MQTT's largest remaining length, plus its fixed header
+
+
+def max_packet_size(config: Config) -> int | None:
+    """Return the Maximum Packet Size to announce: None unless every subscription bounds bodies.
+
+    The largest ``max_body_bytes`` plus ``PACKET_OVERHEAD``, so that the broker never
+    sends the daemon a message it would refuse anyway (it drops it instead), and the
+    memory the daemon holds stays bounded by ``receive_maximum`` times that.
+    """
+    limits = [sub.max_body_bytes for sub in config.subscriptions]
+    if not limits or any(limit is None for limit in limits):
+        return None
+    largest = max(limit for limit in limits if limit is not None) + PACKET_OVERHEAD
+    return largest if largest <= _LARGEST_PACKET else None
+
+
 def build_transport(
-    broker: BrokerConfig, *, on_malformed: Callable[[], object] | None = None
+    config: Config, *, on_malformed: Callable[[], object] | None = None
 ) -> AiomqttTransport:
-    """Return the transport ``broker.client`` names, set up from ``broker``.
+    """Return the transport ``config.broker.client`` names, set up from ``config``.
 
     ``on_malformed()`` is called for each malformed message the transport skips.
     """
+    broker = config.broker
     tls = None
     if broker.tls is not None:
         tls = TLSOptions(
@@ -57,6 +78,7 @@ def build_transport(
         session_expiry=broker.session.expiry,
         receive_maximum=broker.receive_maximum,
         on_malformed=on_malformed,
+        max_packet_size=max_packet_size(config),
     )
 
 
