@@ -32,7 +32,7 @@ from mqtt_collector._aiomqtt_private import (
     watch_connection,
 )
 from mqtt_collector._aiomqtt_publish import PublishConnection
-from mqtt_collector._exceptions import TransportError
+from mqtt_collector._exceptions import PublishRefusedError, TransportError
 from mqtt_collector._tls import TLSOptions
 from mqtt_collector._transport import ConnectionInfo, Inbound
 
@@ -327,13 +327,18 @@ class AiomqttTransport:
         """Publish on the publishing connection; user properties are sent on MQTT 5 only.
 
         That connection is never paused: its PUBACK cannot wait behind messages the
-        receiving connection must not read (which would break the memory bound).
+        receiving connection must not read (which would break the memory bound). Raises
+        PublishRefusedError when the broker's PUBACK carries a failure reason code (MQTT 5:
+        0x87 Not authorized, say). On 3.1.1 a PUBACK has no reason code, and Mosquitto
+        acknowledges a publish its ACL drops: a refusal cannot be seen; nor at QoS 0.
         """
         properties = None
         if self.v5 and user_properties:
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             properties.UserProperty = list(user_properties)
-        await self._publisher.publish(topic, body, qos=qos, properties=properties)
+        reason = await self._publisher.publish(topic, body, qos=qos, properties=properties)
+        if reason is not None and reason.is_failure:
+            raise PublishRefusedError(topic, reason.getName(), int(reason.value))
 
     async def disconnect(self) -> None:
         """Disconnect both connections cleanly (bounded in time); never raises.

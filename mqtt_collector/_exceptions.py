@@ -8,6 +8,7 @@ Every exception derives from one root, so a caller can catch them all::
     │   ├── QueueShutDownError   send() after the queue was shut down
     │   └── LifecycleError       a collector's lifecycle failed to set up
     ├── TransportError       the MQTT connection failed
+    │   └── PublishRefusedError  the broker refused a publish (a failure reason code)
     └── IncompatibleClientError  aiomqtt/paho-mqtt do not work as the transport relies on
 """
 
@@ -18,6 +19,7 @@ __all__ = [
     "ConfigError",
     "IncompatibleClientError",
     "LifecycleError",
+    "PublishRefusedError",
     "QueueError",
     "QueueShutDownError",
     "TransportError",
@@ -51,6 +53,16 @@ class LifecycleError(QueueError):
 
 class TransportError(CollectorError):
     """The MQTT connection could not be made or was lost."""
+
+
+class PublishRefusedError(TransportError):
+    """The broker answered a publish with a failure reason code (MQTT 5; 0x80 and up)."""
+
+    def __init__(self, topic: str, reason: str, code: int) -> None:
+        """Build the error for the publish to ``topic`` refused with ``code`` (``reason``)."""
+        super().__init__(f"the broker refused the publish to {topic!r}: 0x{code:02X} {reason}")
+        self.topic = topic
+        self.reason_code = code
 
 
 class IncompatibleClientError(CollectorError):

@@ -125,7 +125,11 @@ class Transport(Protocol):
         qos: int,
         user_properties: Sequence[tuple[str, str]] = (),
     ) -> None:
-        """Publish a message (waiting for the broker's ack at QoS 1/2)."""
+        """Publish a message, waiting for the broker's ack at QoS 1/2.
+
+        Raises TransportError if it cannot be sent or acknowledged, PublishRefusedError
+        (a TransportError) if the broker's ack says it refused it (MQTT 5 reason code).
+        """
         ...
 
     async def disconnect(self) -> None:
