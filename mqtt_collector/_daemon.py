@@ -77,6 +77,9 @@ class Daemon:
         self._subscribed = False
         self._refused: dict[str, int] = {}  # filter -> SUBACK code, on this connection
         self.why_not_ready = "not connected"  # what /readyz says while not ready
+        self._healthy = False  # the current connection stayed up for _healthy_after()
+        self._healthy_timer: asyncio.TimerHandle | None = None
+        self._quick_losses = 0  # connections in a row lost before they were healthy
         self._received = 0
         # Only a collector with a dead letter can ask for a message to be left unacked.
         self._may_hold = any(c.dead_letter is not None for c in config.collectors)
@@ -227,24 +230,33 @@ class Daemon:
         return server
 
     async def _read_forever(self) -> None:
-        """Stay connected and subscribed, with exponential backoff and jitter between tries."""
-        reconnect = self.config.broker.reconnect
+        """Stay connected and subscribed, backing off until a connection stays healthy.
+
+        The wait between tries grows (exponentially, with full jitter, up to
+        ``reconnect.max_delay``) with every try in a row that failed: a connection refused,
+        or one lost before it was healthy (up and subscribed for ``_healthy_after()``
+        seconds). Two such losses in a row make the daemon unstable: warned about, and not
+        ready, until a connection stays up that long.
+        """
         broker = self.config.broker
-        failures = 0
+        reconnect = broker.reconnect
+        failures = 0  # tries in a row that failed: not connected, or lost before healthy
+        attempts = 0  # tries since the last connection was made
         lost = False
         while True:
+            attempts += 1
             try:
                 info = await self.transport.connect()
             except TransportError as exc:
                 failures += 1
                 delay = _backoff(failures, reconnect.initial_delay, reconnect.max_delay)
                 # One line per state change, then only now and again (1, 2, 4, 8, ... tries).
-                if failures & (failures - 1) == 0:
-                    log = logger.warning if failures == 1 else logger.info
+                if attempts & (attempts - 1) == 0:
+                    log = logger.warning if attempts == 1 else logger.info
                     log(
                         "cannot connect",
                         error=str(exc),
-                        attempts=failures,
+                        attempts=attempts,
                         retry_in=round(delay, 2),
                     )
                 await asyncio.sleep(delay)
@@ -256,15 +268,94 @@ class Daemon:
                 host=broker.host,
                 port=broker.port,
                 client_id=broker.client_id,
-                attempts=failures + 1,
+                attempts=attempts,
                 session_present=session_present,
             )
-            failures = 0
+            attempts = 0
+            started = asyncio.get_running_loop().time()
             error = await self._serve(session_present=session_present)
-            logger.warning("connection lost", error=error)
+            up_for = asyncio.get_running_loop().time() - started
+            # The daemon's own disconnect (to have unacked messages sent again) is no fault.
+            ours = not self.transport.connected
+            failures = 1 if self._healthy else failures + 1
+            if not self._healthy and not ours:
+                self._quick_losses += 1
+                self._update_ready()
+            delay = _backoff(failures, reconnect.initial_delay, reconnect.max_delay)
+            self._log_loss(
+                error,
+                up_for=up_for,
+                retry_in=delay,
+                reason=None if info is None else info.disconnect_reason,
+                ours=ours,
+            )
             lost = True
             await self.transport.disconnect()
-            await asyncio.sleep(_backoff(1, reconnect.initial_delay, reconnect.max_delay))
+            await asyncio.sleep(delay)
+
+    def _log_loss(
+        self, error: str, *, up_for: float, retry_in: float, reason: int | None, ours: bool
+    ) -> None:
+        """Log a lost connection; warn when they keep failing, or the session was taken over."""
+        fields = {"error": error, "up_for": round(up_for, 1), "retry_in": round(retry_in, 2)}
+        if ours:
+            logger.info("connection closed to reconnect", **fields)
+            return
+        quick = 0 if self._healthy else self._quick_losses
+        sampled = quick & (quick - 1) == 0  # now and again: 1, 2, 4, 8, ... in a row
+        if not quick:
+            logger.warning("connection lost", **fields)
+        else:
+            log = logger.warning if sampled else logger.info
+            log("connection lost", lost_in_a_row=quick, **fields)
+        if not sampled:
+            return
+        client_id = self.config.broker.client_id
+        twin = (
+            f"is another client (a second daemon?) using client_id {client_id!r}? (each"
+            " running daemon needs its own client_id: broker.client_id)"
+        )
+        if reason == _SESSION_TAKEN_OVER:
+            logger.warning(
+                "session taken over by another client with the same client_id",
+                client_id=client_id,
+                hint="each running daemon needs its own client_id: broker.client_id",
+            )
+        if quick >= _FLAPPING:
+            if reason is None:
+                hint = f"the broker keeps closing the connection soon after accepting it: {twin}"
+            elif reason == _SESSION_TAKEN_OVER:
+                hint = twin
+            else:
+                hint = f"the broker disconnects with reason code 0x{reason:02X}: see its log"
+            logger.warning(
+                "connection unstable: backing off until one stays up",
+                lost_in_a_row=quick,
+                healthy_after=self._healthy_after(),
+                retry_in=round(retry_in, 2),
+                hint=hint,
+            )
+
+    def _healthy_after(self) -> float:
+        """Seconds a connection must stay up and subscribed to be trusted (see README)."""
+        return max(_HEALTHY_AFTER, float(self.config.broker.keepalive))
+
+    def _start_healthy_timer(self) -> None:
+        if self._healthy_timer is None:
+            loop = asyncio.get_running_loop()
+            self._healthy_timer = loop.call_later(self._healthy_after(), self._became_healthy)
+
+    def _became_healthy(self) -> None:
+        self._healthy_timer = None
+        self._healthy = True
+        if self._quick_losses >= _FLAPPING:
+            logger.info(
+                "connection stable again",
+                lost_before=self._quick_losses,
+                up_for=self._healthy_after(),
+            )
+        self._quick_losses = 0
+        self._update_ready()
 
     async def _serve(self, *, session_present: bool) -> str:
         """Read, queue and ack messages while subscribing alongside; return why it ended.
@@ -275,6 +366,9 @@ class Daemon:
         self._connected = True
         self._subscribed = session_present  # the session kept its subscriptions
         self._refused = {}
+        self._healthy = False
+        if session_present:
+            self._start_healthy_timer()
         self._update_ready()
         reader = asyncio.create_task(self._read_messages(), name="mqtt-messages")
         subscriber = asyncio.create_task(self._subscribe(), name="mqtt-subscribe")
@@ -282,6 +376,9 @@ class Daemon:
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         finally:
+            if self._healthy_timer is not None:
+                self._healthy_timer.cancel()
+                self._healthy_timer = None
             self._connected = self._subscribed = False
             self._update_ready()
             for task in tasks:
@@ -329,6 +426,7 @@ class Daemon:
                 logger.info("subscribed", filters=granted)
             self._subscribed = True
             self._refused = refused
+            self._start_healthy_timer()
             self._update_ready()
             if not refused:
                 return
@@ -385,7 +483,12 @@ class Daemon:
     def _update_ready(self) -> None:
         """Set ``ready`` and ``why_not_ready`` (and the gauges) from the connection's state."""
         why = ""
-        if not self._connected:
+        if self._quick_losses >= _FLAPPING:
+            why = (
+                f"connection unstable: {self._quick_losses} connections in a row lost within"
+                f" {self._healthy_after():g}s of being made; ready once one stays up that long"
+            )
+        elif not self._connected:
             why = "not connected"
         elif self._refused:
             why = "subscription refused: " + ", ".join(
@@ -496,6 +599,13 @@ _LEAVE_SHARE = 5.0
 _LEAVE_PART = 0.25
 # How long a cancelled task (the reader, an overdue teardown) is waited for.
 _CANCEL_WAIT = 0.5
+# A connection that stayed up and subscribed this long (or keepalive, if longer: a dead
+# connection may go unnoticed that long) is healthy: the reconnect backoff starts over.
+_HEALTHY_AFTER = 10.0
+# Connections in a row lost before they were healthy that make the daemon unstable.
+_FLAPPING = 2
+# MQTT 5 DISCONNECT reason code "Session taken over".
+_SESSION_TAKEN_OVER = 0x8E
 # Seconds to wait for a SUBACK before the SUBSCRIBE is logged and sent again.
 _SUBACK_TIMEOUT = 10.0
 # SUBACK codes from this one up are failures (MQTT 5 §3.9.3; 3.1.1 has 0x80 alone).
