@@ -34,7 +34,7 @@ from mqtt_collector._aiomqtt_private import (
 from mqtt_collector._aiomqtt_publish import PublishConnection
 from mqtt_collector._exceptions import PublishRefusedError, TransportError
 from mqtt_collector._tls import TLSOptions
-from mqtt_collector._transport import ConnectionInfo, Inbound
+from mqtt_collector._transport import ConnectError, ConnectionInfo, Inbound
 
 __all__ = ["AiomqttTransport"]
 
@@ -68,6 +68,8 @@ _PROPERTY_NAMES = {
     "TopicAlias": "topic_alias",
 }
 _DISCONNECT_TIMEOUT = 2.0  # the daemon's stop budget keeps 2 s for the disconnect
+_UNSUPPORTED_PROTOCOL = 1  # MQTT 3.1.1 CONNACK return code
+_UNSUPPORTED_PROTOCOL_V5 = 0x84  # MQTT 5 CONNACK reason code
 _UNSPECIFIED_ERROR = 0x80
 
 
@@ -202,8 +204,9 @@ class AiomqttTransport:
     async def connect(self) -> ConnectionInfo:
         """Connect (a new client each time); raise TransportError if that fails.
 
-        Returns what the broker says about the connection: whether it kept our session,
-        and later the reason code of a DISCONNECT it sends.
+        Raises ConnectError, which says whether the broker refused the protocol version or
+        never answered the CONNECT. Returns what the broker says about the connection:
+        whether it kept our session, and later the reason code of a DISCONNECT it sends.
         """
         await self.disconnect()
         info = ConnectionInfo()
@@ -222,7 +225,8 @@ class AiomqttTransport:
         try:
             await client.__aenter__()
         except aiomqtt.MqttError as exc:
-            raise TransportError(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
+            close_socket(client)  # left open, and read, when no CONNACK came
+            raise self._connect_error(exc) from exc
         self._client = client
         self._connection += 1
         self._unacked = 0
@@ -231,6 +235,19 @@ class AiomqttTransport:
         # Read but not yet handed out, plus handed out and not yet acked.
         self._gate = ReadGate(client, full=lambda: backlog.qsize() + self._unacked >= limit)
         return info
+
+    def _connect_error(self, exc: aiomqtt.MqttError) -> ConnectError:
+        rc = exc.rc if isinstance(exc, aiomqtt.MqttCodeError) else None
+        code = rc.value if isinstance(rc, ReasonCode) else rc
+        # paho reads a 3.1.1 CONNACK "unacceptable protocol version" (1) to an MQTT 5
+        # CONNECT as the MQTT 5 code 0x84.
+        unsupported = code == (_UNSUPPORTED_PROTOCOL_V5 if self.v5 else _UNSUPPORTED_PROTOCOL)
+        return ConnectError(
+            f"cannot connect to {self.host}:{self.port}: {exc}",
+            unsupported_protocol=unsupported,
+            # aiomqtt's words when no CONNACK came within the timeout.
+            timed_out=type(exc) is aiomqtt.MqttError and str(exc) == "Operation timed out",
+        )
 
     async def subscribe(self, filters: Sequence[tuple[str, int]]) -> list[int]:
         """Subscribe to every ``(filter, qos)`` in one SUBSCRIBE; return the broker's codes.

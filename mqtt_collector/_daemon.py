@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from mqtt_collector._acker import Acker, Ticket
+from mqtt_collector._config_broker import Protocol
 from mqtt_collector._event import CollectorEvent
 from mqtt_collector._exceptions import QueueShutDownError, TransportError
 from mqtt_collector._mapper import Mapper, MappingError
@@ -18,7 +19,7 @@ from mqtt_collector._notify import notify
 from mqtt_collector._policy import UnacknowledgedError
 from mqtt_collector._queue import CollectorQueue
 from mqtt_collector._result import Error
-from mqtt_collector._transport import suback_reason
+from mqtt_collector._transport import ConnectError, suback_reason
 from mqtt_collector._wiring import (
     build_collectors,
     build_filters,
@@ -252,13 +253,7 @@ class Daemon:
                 delay = _backoff(failures, reconnect.initial_delay, reconnect.max_delay)
                 # One line per state change, then only now and again (1, 2, 4, 8, ... tries).
                 if attempts & (attempts - 1) == 0:
-                    log = logger.warning if attempts == 1 else logger.info
-                    log(
-                        "cannot connect",
-                        error=str(exc),
-                        attempts=attempts,
-                        retry_in=round(delay, 2),
-                    )
+                    self._log_connect_failure(exc, attempts=attempts, retry_in=delay)
                 await asyncio.sleep(delay)
                 continue
             self.metrics.connections.inc()
@@ -292,6 +287,25 @@ class Daemon:
             lost = True
             await self.transport.disconnect()
             await asyncio.sleep(delay)
+
+    def _log_connect_failure(self, exc: TransportError, *, attempts: int, retry_in: float) -> None:
+        """Log a failed connect; say what to do when the broker does not speak MQTT 5."""
+        fields: dict[str, object] = {
+            "error": str(exc),
+            "attempts": attempts,
+            "retry_in": round(retry_in, 2),
+        }
+        mqtt5 = self.config.broker.protocol is Protocol.V5
+        if mqtt5 and isinstance(exc, ConnectError) and exc.unsupported_protocol:
+            logger.error(_NOT_MQTT5, **fields)
+            return
+        if mqtt5 and isinstance(exc, ConnectError) and exc.timed_out:
+            # amqtt and RabbitMQ 3.10 do not answer an MQTT 5 CONNECT at all.
+            fields["hint"] = (
+                f"a broker that does not speak MQTT 5 may not answer; if so, {_USE_311}"
+            )
+        log = logger.warning if attempts == 1 else logger.info
+        log("cannot connect", **fields)
 
     def _log_loss(
         self, error: str, *, up_for: float, retry_in: float, reason: int | None, ours: bool
@@ -604,6 +618,9 @@ _CANCEL_WAIT = 0.5
 _HEALTHY_AFTER = 10.0
 # Connections in a row lost before they were healthy that make the daemon unstable.
 _FLAPPING = 2
+# What to do about a broker that does not speak MQTT 5.
+_USE_311 = "set broker.protocol: 3.1.1"
+_NOT_MQTT5 = f"cannot connect: the broker does not speak MQTT 5; {_USE_311}"
 # MQTT 5 DISCONNECT reason code "Session taken over".
 _SESSION_TAKEN_OVER = 0x8E
 # Seconds to wait for a SUBACK before the SUBSCRIBE is logged and sent again.

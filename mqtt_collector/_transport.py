@@ -6,7 +6,9 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["ConnectionInfo", "Inbound", "Transport", "suback_reason"]
+from mqtt_collector._exceptions import TransportError
+
+__all__ = ["ConnectError", "ConnectionInfo", "Inbound", "Transport", "suback_reason"]
 
 # MQTT 5 SUBACK reason codes of failure (§3.9.3); 3.1.1 has 0x80 alone.
 _SUBACK_FAILURES = {
@@ -28,6 +30,18 @@ def suback_reason(code: int) -> str:
     if 0 <= code <= _MAX_QOS:
         return f"granted QoS {code}"
     return f"0x{code:02X} {_SUBACK_FAILURES.get(code, 'Unknown reason')}"
+
+
+class ConnectError(TransportError):
+    """``connect()`` failed; says whether the broker refused the protocol or never answered."""
+
+    def __init__(
+        self, message: str, *, unsupported_protocol: bool = False, timed_out: bool = False
+    ) -> None:
+        """Build the error; the flags let the daemon say what to do about it."""
+        super().__init__(message)
+        self.unsupported_protocol = unsupported_protocol
+        self.timed_out = timed_out
 
 
 @dataclass(slots=True)
@@ -84,7 +98,7 @@ class Transport(Protocol):
         ...
 
     async def connect(self) -> ConnectionInfo | None:
-        """Connect, or raise TransportError.
+        """Connect, or raise TransportError (ConnectError when it can say more).
 
         Returns what the broker said about the connection (None: nothing known), updated by
         the transport while the connection lasts.
