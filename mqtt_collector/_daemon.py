@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
 import random
 from typing import TYPE_CHECKING
 
@@ -82,6 +83,9 @@ class Daemon:
         self._healthy_timer: asyncio.TimerHandle | None = None
         self._quick_losses = 0  # connections in a row lost before they were healthy
         self._received = 0
+        self._unrouted_count = 0  # messages no subscription matched
+        self._downgrades: set[tuple[str, int]] = set()  # (filter, QoS granted) warned about
+        self._unrouted_keys: set[str] = set()  # topic parents already warned about
         # Only a collector with a dead letter can ask for a message to be left unacked.
         self._may_hold = any(c.dead_letter is not None for c in config.collectors)
         self._redelivery: asyncio.Task[None] | None = None
@@ -106,11 +110,7 @@ class Daemon:
                 collectors=[c.key for c in self.queue.collectors],
                 consumers=self.queue.consumers,
             )
-            for first, second in overlapping_filters(self._filters):
-                logger.warning(
-                    "overlapping subscriptions: a message matching both arrives twice",
-                    filters=[first, second],
-                )
+            self._warn_at_start()
             notify("READY=1")
             reader = asyncio.create_task(self._read_forever(), name="mqtt-reader")
             stopping = asyncio.create_task(self._stopping.wait())
@@ -229,6 +229,27 @@ class Daemon:
         server.start()
         logger.info("serving metrics", host=listen.host, port=server.port)
         return server
+
+    def _warn_at_start(self) -> None:
+        """Warn about a setup that works, but not as it was probably meant to."""
+        for first, second in overlapping_filters(self._filters):
+            shared = first.startswith(_SHARE) or second.startswith(_SHARE)
+            logger.warning(
+                "overlapping subscriptions: a message matching both may arrive twice"
+                " (once through the share group)"
+                if shared
+                else "overlapping subscriptions: a message matching both arrives twice",
+                filters=[first, second],
+            )
+        broker = self.config.broker
+        credentials = broker.username is not None or broker.password is not None
+        if credentials and broker.tls is None and not _is_loopback(broker.host):
+            logger.warning(
+                "credentials go in clear text: broker.tls is off and the broker is not on"
+                " this host",
+                host=broker.host,
+                hint="set broker.tls (brokers usually take TLS on port 8883)",
+            )
 
     async def _read_forever(self) -> None:
         """Stay connected and subscribed, backing off until a connection stays healthy.
@@ -429,13 +450,23 @@ class Daemon:
             granted: list[str] = []
             if codes is None:  # a transport that cannot tell: granted as asked
                 codes = [qos for _, qos in asked]
-            for (name, _), code in zip(asked, codes, strict=True):
+            for (name, qos), code in zip(asked, codes, strict=True):
                 if code >= _SUBACK_FAILURE:
                     refused[name] = code
                     self.metrics.subscription_refusals.labels(name).inc()
-                else:
-                    granted.append(name)
-                    del wanted[name]
+                    continue
+                granted.append(name)
+                del wanted[name]
+                if code < qos and (name, code) not in self._downgrades:
+                    self._downgrades.add((name, code))  # once: the broker will not change
+                    logger.warning(
+                        "subscription granted at a lower QoS than asked",
+                        filter=name,
+                        asked=qos,
+                        granted=code,
+                        hint="QoS 0 has no acknowledgement: at most once, a crash loses"
+                        " messages (the broker's max_qos or ACL may be the cause)",
+                    )
             if granted:
                 logger.info("subscribed", filters=granted)
             self._subscribed = True
@@ -535,13 +566,49 @@ class Daemon:
             return
         if payload is None:
             self.metrics.rejected.labels("unrouted").inc()
-            logger.debug("no subscription matches", topic=inbound.topic)
+            self._unrouted(inbound.topic)
             if ticket is not None:
                 self.acker.done(ticket)
             return
         event = await self.queue.get_publisher().send(payload)
         if ticket is not None:
             event.add_done_callback(functools.partial(self._settled, ticket))
+
+    def _unrouted(self, topic: str) -> None:
+        """Log a message no subscription matches: a warning, sampled; debug otherwise.
+
+        The broker sends nothing the daemon did not subscribe to, so it comes from a
+        subscription the persistent session kept after the config dropped it (MQTT offers
+        no way to list a session's subscriptions). Warned about for the first message
+        under each of ``_UNROUTED_KEYS`` parents (the topic without its last level), and
+        again at 10, 100, 1000, ... such messages; every one is counted.
+        """
+        self._unrouted_count += 1
+        count, key = self._unrouted_count, topic.rpartition("/")[0]
+        keys = self._unrouted_keys
+        first = key not in keys and len(keys) < _UNROUTED_KEYS
+        if first:
+            keys.add(key)
+        elif not _is_power(count, _UNROUTED_AGAIN):
+            logger.debug("no subscription matches", topic=topic)
+            return
+        broker = self.config.broker
+        if broker.session.persistent:
+            hint = (
+                "the broker's persistent session probably holds a subscription the config no"
+                " longer has; to drop it, stop the daemon and connect once with client_id"
+                f" {broker.client_id!r} and a clean start (broker.session.persistent: false;"
+                " the session's queued messages go with it), or unsubscribe from it with"
+                " that client_id"
+            )
+        else:
+            hint = "the broker sent a message none of the configured filters matches"
+        logger.warning(
+            "message matches no subscription: acked and dropped",
+            topic=topic,
+            unrouted=count,
+            hint=hint,
+        )
 
     def _settled(self, ticket: Ticket, event: CollectorEvent) -> None:
         """Ack a message once its collectors are done, or hold it for the broker to resend.
@@ -623,12 +690,35 @@ _USE_311 = "set broker.protocol: 3.1.1"
 _NOT_MQTT5 = f"cannot connect: the broker does not speak MQTT 5; {_USE_311}"
 # MQTT 5 DISCONNECT reason code "Session taken over".
 _SESSION_TAKEN_OVER = 0x8E
+# Unrouted messages: a warning for the first under each of so many topic parents, then
+# at every power of _UNROUTED_AGAIN messages.
+_UNROUTED_KEYS = 10
+_UNROUTED_AGAIN = 10
+_SHARE = "$share/"
 # Seconds to wait for a SUBACK before the SUBSCRIBE is logged and sent again.
 _SUBACK_TIMEOUT = 10.0
 # SUBACK codes from this one up are failures (MQTT 5 §3.9.3; 3.1.1 has 0x80 alone).
 _SUBACK_FAILURE = 0x80
 # What a result's exception is when the shutdown gave up on its payload.
 _ABANDONED = (QueueShutDownError, asyncio.CancelledError)
+
+
+def _is_power(count: int, base: int) -> bool:
+    """Whether ``count`` is ``base``, ``base**2``, ``base**3``, ..."""
+    while count > 1 and count % base == 0:
+        count //= base
+    return count == 1
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine (``localhost`` or a loopback address)."""
+    name = host.strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def _backoff(failures: int, initial: float, maximum: float) -> float:

@@ -11,7 +11,7 @@ from mqtt_collector._config_broker import Protocol
 from mqtt_collector._mapper import Route
 from mqtt_collector._policy import DeadLetter, Policy, Publish, guard
 from mqtt_collector._tls import TLSOptions
-from mqtt_collector._topic import covers, overlaps
+from mqtt_collector._topic import covers, overlaps, split_shared
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -169,11 +169,16 @@ def build_filters(config: Config) -> list[tuple[str, int]]:
 
 
 def overlapping_filters(filters: list[tuple[str, int]]) -> list[tuple[str, str]]:
-    """Return the pairs of ``filters`` some topic matches both of (it would arrive twice)."""
+    """Return the pairs of ``filters`` some topic matches both of (it may arrive twice).
+
+    The broker delivers a message once per matching subscription: a ``$share`` one too,
+    to one member of its group (maybe this daemon), whatever the other subscription is. So
+    the filters under the ``$share/<group>/`` prefixes are compared, whatever the groups.
+    """
     names = [name for name, _ in filters]
     return [
         (first, second)
         for index, first in enumerate(names)
         for second in names[index + 1 :]
-        if overlaps(first, second)
+        if overlaps(split_shared(first)[1], split_shared(second)[1])
     ]
