@@ -74,7 +74,7 @@ class Daemon:
         self._filters = build_filters(config)
         self._stopping: asyncio.Event | None = None
         self._stop_requested = False
-        self.ready = False  # connected and subscribed
+        self.ready = False  # connected, every filter granted, not flapping: /readyz
         self._connected = False
         self._subscribed = False
         self._refused: dict[str, int] = {}  # filter -> SUBACK code, on this connection
