@@ -194,7 +194,7 @@ class Daemon:
         what the broker sends this member after that waits in its session for its return.
         """
         shared = [f for f, _ in self._filters if f.startswith("$share/")]
-        if not shared or not self.ready or reader.done():
+        if not shared or not (self._connected and self._subscribed) or reader.done():
             return
         loop = asyncio.get_running_loop()
         until = loop.time() + budget

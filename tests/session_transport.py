@@ -20,12 +20,16 @@ class SessionTransport:
     """A Transport whose broker is a list: ``send()`` puts a message in, ``ack()`` takes it out.
 
     ``refuse`` makes every ``publish()`` raise it (a dead letter the broker refuses), until
-    set to None.
+    set to None. ``refuse_filters`` are answered with SUBACK code 0x87 (not authorized).
     """
 
-    def __init__(self, *, refuse: Exception | None = None) -> None:
+    def __init__(
+        self, *, refuse: Exception | None = None, refuse_filters: Sequence[str] = ()
+    ) -> None:
         """Start disconnected, with an empty session."""
         self.refuse = refuse
+        self.refuse_filters = set(refuse_filters)
+        self.unsubscribed: list[str] = []
         self.session: list[tuple[int, str, bytes]] = []  # (mid, topic, body), unacked, in order
         self.acked: list[bytes] = []
         self.published: list[tuple[str, bytes]] = []
@@ -53,11 +57,15 @@ class SessionTransport:
         for mid, topic, body in self.session:
             self._inbox.put_nowait(self._inbound(mid, topic, body))
 
-    async def subscribe(self, filters: Sequence[tuple[str, int]]) -> None:
-        """Accept every filter."""
+    async def subscribe(self, filters: Sequence[tuple[str, int]]) -> Sequence[int] | None:
+        """Grant every filter as asked, except ``refuse_filters``."""
+        if not self.refuse_filters:
+            return None
+        return [0x87 if name in self.refuse_filters else qos for name, qos in filters]
 
     async def unsubscribe(self, filters: Sequence[str]) -> None:
-        """Accept every filter."""
+        """Accept every filter, and record it."""
+        self.unsubscribed.extend(filters)
 
     def backlog(self) -> int:
         """Return how many messages wait to be handed out."""
