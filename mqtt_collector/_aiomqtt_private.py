@@ -160,6 +160,46 @@ def intercept_messages(
 
     inner.on_message = on_message
 
+    # A PUBLISH paho cannot decode at all (bad properties, a length that does not add up)
+    # makes it drop the connection, and the broker sends the same packet first on the
+    # next one, for ever. Its topic and packet id come before the part that fails, so it
+    # is skipped and acked like a refused one; only a packet too short to hold even those
+    # still ends the connection.
+    handle = getattr(inner, "_handle_publish", None)
+    if not callable(handle) or not isinstance(getattr(inner, "_in_packet", None), dict):
+        raise incompatible("paho-mqtt has no '_handle_publish' and '_in_packet'")
+
+    def handle_publish() -> Any:
+        try:
+            return handle()
+        except Exception as exc:
+            packet = inner._in_packet  # noqa: SLF001 - checked above
+            salvaged = _publish_header(packet["command"], bytes(packet["packet"]))
+            if salvaged is None:
+                raise
+            mid, qos, topic = salvaged
+            rejected(mid, qos, topic, f"the packet cannot be decoded: {type(exc).__name__}: {exc}")
+            return paho.MQTT_ERR_SUCCESS
+
+    inner._handle_publish = handle_publish  # type: ignore[method-assign]  # noqa: SLF001
+
+
+def _publish_header(command: int, packet: bytes) -> tuple[int, int, str] | None:
+    """Return a PUBLISH packet's id, QoS and topic (as text, or the repr of its bytes)."""
+    qos = (command & 0x06) >> 1
+    if len(packet) < 2:  # noqa: PLR2004 - the topic's length field
+        return None
+    end = 2 + int.from_bytes(packet[:2], "big")
+    if len(packet) < end + (2 if qos else 0):
+        return None
+    raw = packet[2:end]
+    mid = int.from_bytes(packet[end : end + 2], "big") if qos else 0
+    try:
+        topic = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        topic = repr(raw)
+    return mid, qos, topic
+
 
 class _Waiting(enum.Enum):
     NOTHING = enum.auto()  # nothing to read, or a packet not whole yet

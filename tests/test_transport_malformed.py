@@ -11,7 +11,7 @@ import pytest
 from mqtt_collector._aiomqtt import AiomqttTransport
 from mqtt_collector._exceptions import TransportError
 from tests.daemon_helpers import WAIT, capture_logging, make_config, records, run_daemon, wait_until
-from tests.fake_broker import FakeBroker
+from tests.fake_broker import FakeBroker, publish_packet
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -139,4 +139,34 @@ async def test_daemon_counts_a_malformed_message_and_goes_on(tmp_path: Path) -> 
                 "mqtt_collector_messages_rejected_total", {"reason": "malformed"}
             )
             assert rejected == 1
+        assert broker.connections == 1
+
+
+# A v5 PUBLISH paho cannot decode: topic "bad/p", packet id 7, then properties whose
+# identifier 0x7F names no MQTT 5 property.
+_UNDECODABLE = b"\x00\x05bad/p" + (7).to_bytes(2, "big") + b"\x02\x7f\x00" + b"body"
+
+
+async def test_undecodable_publish_is_skipped_and_acked() -> None:
+    """A PUBLISH paho cannot decode (bad properties) is acked and skipped; no reconnect."""
+    counter = _Counter()
+    async with FakeBroker() as broker:
+        transport = _transport(broker, "5", counter)
+        with capture_logging("info") as logs:
+            await transport.connect()
+            try:
+                await transport.subscribe([("#", 1)])
+                await broker.send(publish_packet(b"", b"", qos=1, raw=_UNDECODABLE))
+                await broker.publish(b"good/x", b"good", mid=8)
+                message = await _next(transport.messages())
+                assert (message.topic, message.mid) == ("good/x", 8)
+                transport.ack(message)
+                assert await broker.wait_pubacks(2) == [7, 8]
+            finally:
+                await transport.disconnect()
+        lines = logs.events("malformed message skipped")
+        assert len(lines) == 1, logs.text
+        assert lines[0]["topic"] == "bad/p"
+        assert "cannot be decoded" in lines[0]["reason"]
+        assert counter.count == 1
         assert broker.connections == 1
