@@ -14,7 +14,7 @@ import structlog
 from mqtt_collector import __version__
 from mqtt_collector._config import load_config
 from mqtt_collector._daemon import Daemon
-from mqtt_collector._exceptions import ConfigError, LifecycleError
+from mqtt_collector._exceptions import ConfigError, IncompatibleClientError, LifecycleError
 from mqtt_collector._logging import configure_logging
 from mqtt_collector._mapper import Mapper
 from mqtt_collector._wiring import build_routes
@@ -130,6 +130,9 @@ def _run(config: Config) -> int:
             runner.run(_serve(Daemon(config)))
     except LifecycleError as exc:
         log.error("cannot start", error=str(exc))
+        return EXIT_FATAL
+    except IncompatibleClientError as exc:  # no retry helps: say what to install
+        log.error("fatal", error=str(exc))
         return EXIT_FATAL
     except OSError as exc:  # e.g. the metrics port is taken
         log.error("fatal", error=str(exc))

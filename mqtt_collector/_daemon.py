@@ -13,7 +13,7 @@ import structlog
 from mqtt_collector._acker import Acker, Ticket
 from mqtt_collector._config_broker import Protocol
 from mqtt_collector._event import CollectorEvent
-from mqtt_collector._exceptions import QueueShutDownError, TransportError
+from mqtt_collector._exceptions import IncompatibleClientError, QueueShutDownError, TransportError
 from mqtt_collector._mapper import Mapper, MappingError
 from mqtt_collector._metrics import Metrics, MetricsServer
 from mqtt_collector._notify import notify
@@ -179,8 +179,10 @@ class Daemon:
         failure = None if reader.cancelled() else reader.exception()
         if failure is None:
             return None
-        # A bug: still drain and tear down, then report it.
-        logger.error("reader failed", exc_info=failure)
+        # Still drain and tear down, then report it: an incompatible client library as what
+        # it is (the caller says it once), anything else as the bug it is, with its traceback.
+        if not isinstance(failure, IncompatibleClientError):
+            logger.error("reader failed", exc_info=failure)
         return failure if isinstance(failure, Exception) else None
 
     async def _leave_share_groups(self, reader: asyncio.Task[None], budget: float) -> None:

@@ -30,13 +30,14 @@ class Metrics:
         )
         self.rejected = Counter(
             "mqtt_collector_messages_rejected",
-            "Messages not sent to collectors, by reason (decode, too_large, unrouted).",
+            "Messages not sent to collectors, by reason (decode, too_large, unrouted, malformed).",
             ["reason"],
             registry=r,
         )
         self.outcomes = Counter(
             "mqtt_collector_deliveries",
-            "Deliveries to collectors by outcome (ok, error, retry, dead_letter).",
+            "Deliveries to collectors by outcome"
+            " (ok, error, retry, dead_letter, dead_letter_failed).",
             ["collector", "outcome"],
             registry=r,
         )

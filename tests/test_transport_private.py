@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata
+import json
 import subprocess
 import sys
 import textwrap
@@ -167,9 +168,13 @@ class TestBrokenAssumption:
             check=False,
         )
         assert done.returncode == 1, done.stderr
-        assert "IncompatibleClientError" in done.stderr
+        lines = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+        fatal = [line for line in lines if line["event"] == "fatal"]
+        assert len(fatal) == 1, done.stderr
         for version in VERSIONS:
-            assert version in done.stderr
+            assert version in fatal[0]["error"]
+        assert "Traceback" not in done.stderr
+        assert "exception" not in fatal[0]
         assert "cannot connect" not in done.stderr
 
 
