@@ -29,6 +29,7 @@ from mqtt_collector._collector import Context
 from mqtt_collector._config import Config, load_config
 from mqtt_collector._daemon import Daemon
 from mqtt_collector._logging import configure_logging
+from tests.paho_helpers import close_client
 from tests.recording import Record
 
 __all__ = [
@@ -196,14 +197,13 @@ class Publisher:
         self._client.connect(HOST, self.port)
         self._client.loop_start()
         if not self._connected.wait(WAIT):
-            self._client.loop_stop()
+            close_client(self._client)
             raise AssertionError(f"publisher: no CONNACK from 127.0.0.1:{self.port}")
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        """Disconnect and stop the network thread."""
-        self._client.disconnect()
-        self._client.loop_stop()
+        """Disconnect, stop the network thread and close the client's sockets."""
+        close_client(self._client)
 
     def publish(
         self,

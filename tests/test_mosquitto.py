@@ -13,6 +13,7 @@ from paho.mqtt.client import Client, ConnectFlags, MQTTMessage, MQTTv311
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.mosquitto import BrokerStartError
+from tests.paho_helpers import close_client
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -106,9 +107,8 @@ class _Client:
         return self.messages.get(timeout=TIMEOUT)
 
     def close(self) -> None:
-        """Disconnect and stop the network thread."""
-        self.paho.disconnect()
-        self.paho.loop_stop()
+        """Disconnect, stop the network thread and close the client's sockets."""
+        close_client(self.paho)
 
     def __enter__(self) -> Self:
         """Return the client; `close()` runs on exit."""

@@ -20,6 +20,7 @@ from paho.mqtt.client import Client, MQTTMessage, MQTTv5
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.daemon_helpers import free_port, wait_until_sync
+from tests.paho_helpers import close_client
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -310,9 +311,8 @@ class Publisher:
         self._infos.clear()
 
     def close(self) -> None:
-        """Disconnect and stop the network thread."""
-        self.client.disconnect()
-        self.client.loop_stop()
+        """Disconnect, stop the network thread and close the client's sockets."""
+        close_client(self.client)
 
     def __enter__(self) -> Self:
         """Return self."""
@@ -360,9 +360,8 @@ class Subscriber:
             return list(self.messages)
 
     def close(self) -> None:
-        """Disconnect and stop the network thread."""
-        self.client.disconnect()
-        self.client.loop_stop()
+        """Disconnect, stop the network thread and close the client's sockets."""
+        close_client(self.client)
 
     def __enter__(self) -> Self:
         """Return self."""
