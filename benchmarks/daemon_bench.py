@@ -29,8 +29,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from mqtt_collector import Context, Ok, Payload, Result
-from mqtt_collector._config import load_config
-from mqtt_collector._daemon import Daemon
+from mqtt_collector._config.load import load_config
+from mqtt_collector._daemon.daemon import Daemon
 from mqtt_collector._logging import configure_logging
 
 RECEIVED = 0

@@ -6,9 +6,14 @@ knows nothing of MQTT; the daemon (``mqtt-collector run``) feeds it from a broke
 
 import importlib.metadata as _metadata
 
-from mqtt_collector._buffer import QueueType
-from mqtt_collector._collector import Collector, Context
-from mqtt_collector._event import CollectorEvent
+from mqtt_collector._core.buffer import QueueType
+from mqtt_collector._core.collector import Collector, Context, LifecycleManager, Processor
+from mqtt_collector._core.event import CollectorEvent
+from mqtt_collector._core.payload import Delivery, Payload
+from mqtt_collector._core.queue import CollectorQueue, EventPublisher
+from mqtt_collector._core.result import Error, Ok, Result, ResultList
+from mqtt_collector._core.router import Router, SimpleRouter
+from mqtt_collector._daemon.message import Message
 from mqtt_collector._exceptions import (
     CollectorError,
     ConfigError,
@@ -17,12 +22,6 @@ from mqtt_collector._exceptions import (
     QueueShutDownError,
     TransportError,
 )
-from mqtt_collector._message import Message
-from mqtt_collector._payload import Delivery, Payload
-from mqtt_collector._queue import CollectorQueue, EventPublisher
-from mqtt_collector._result import Error, Ok, Result, ResultList
-from mqtt_collector._router import Router, SimpleRouter
-from mqtt_collector._typing import LifecycleManager, Processor
 
 try:
     __version__ = _metadata.version("mqtt-collector")

@@ -12,15 +12,15 @@ from typing import TYPE_CHECKING
 import structlog
 
 from mqtt_collector import __version__
-from mqtt_collector._config import load_config
-from mqtt_collector._daemon import Daemon
+from mqtt_collector._config.load import load_config
+from mqtt_collector._daemon.daemon import Daemon
+from mqtt_collector._daemon.mapper import Mapper
+from mqtt_collector._daemon.wiring import build_routes
 from mqtt_collector._exceptions import ConfigError, IncompatibleClientError, LifecycleError
 from mqtt_collector._logging import configure_logging
-from mqtt_collector._mapper import Mapper
-from mqtt_collector._wiring import build_routes
 
 if TYPE_CHECKING:
-    from mqtt_collector._config import Config
+    from mqtt_collector._config.load import Config
 
 __all__ = ["main"]
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 
-from mqtt_collector._config import Config, load_config
+from mqtt_collector._config.load import Config, load_config
 from mqtt_collector._exceptions import ConfigError
 
 if TYPE_CHECKING:

@@ -25,9 +25,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from mqtt_collector._collector import Context
-from mqtt_collector._config import Config, load_config
-from mqtt_collector._daemon import Daemon
+from mqtt_collector._config.load import Config, load_config
+from mqtt_collector._core.collector import Context
+from mqtt_collector._daemon.daemon import Daemon
 from mqtt_collector._logging import configure_logging
 from tests.paho_helpers import close_client
 from tests.recording import Record

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from mqtt_collector._collector import Context
-    from mqtt_collector._payload import Payload
-    from mqtt_collector._result import Result
+    from mqtt_collector._core.collector import Context
+    from mqtt_collector._core.payload import Payload
+    from mqtt_collector._core.result import Result
 
 
 async def store(payload: Payload[Any], ctx: Context) -> Result:

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from types import MappingProxyType
 
 from mqtt_collector._exceptions import TransportError
-from mqtt_collector._transport import Inbound
+from mqtt_collector._mqtt.transport import Inbound
 
 __all__ = ["SessionTransport"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from types import MappingProxyType
 
-from mqtt_collector._acker import Acker, Ticket
-from mqtt_collector._transport import Inbound
+from mqtt_collector._daemon.acker import Acker, Ticket
+from mqtt_collector._mqtt.transport import Inbound
 
 
 class FakeTransport:

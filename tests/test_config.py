@@ -8,7 +8,7 @@ import pydantic
 import pytest
 from pydantic import BaseModel
 
-from mqtt_collector._config import Config, load_config
+from mqtt_collector._config.load import Config, load_config
 from mqtt_collector._exceptions import ConfigError
 from tests.config_helpers import base, collector, error, load, subscription, write
 

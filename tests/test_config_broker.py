@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 
-from mqtt_collector._config import Protocol
+from mqtt_collector._config.load import Protocol
 from tests.config_helpers import base, error, load
 
 if TYPE_CHECKING:

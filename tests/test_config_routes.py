@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from mqtt_collector._topic import TopicFilter
+from mqtt_collector._mqtt.topic import TopicFilter
 from tests import sample_collectors
 from tests.config_helpers import base, collector, error, load, subscription
 

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from mqtt_collector._config import ListenAddress
+from mqtt_collector._config.load import ListenAddress
 from tests.config_helpers import base, error, load
 
 if TYPE_CHECKING:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from mqtt_collector._aiomqtt import AiomqttTransport
-from mqtt_collector._config import Config
-from mqtt_collector._daemon import Daemon
-from mqtt_collector._transport import ConnectError
+from mqtt_collector._config.load import Config
+from mqtt_collector._daemon.daemon import Daemon
+from mqtt_collector._mqtt.aiomqtt.transport import AiomqttTransport
+from mqtt_collector._mqtt.transport import ConnectError
 from tests.daemon_helpers import WAIT, LogCapture, capture_logging, make_config, wait_until
 from tests.scripted_broker import ScriptedBroker, ScriptedConnection
 

@@ -6,8 +6,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from mqtt_collector._config import Config
-from mqtt_collector._daemon import Daemon
+from mqtt_collector._config.load import Config
+from mqtt_collector._daemon.daemon import Daemon
 from mqtt_collector._exceptions import TransportError
 from tests.daemon_helpers import WAIT, capture_logging, make_config, recorder, records, wait_until
 from tests.session_transport import SessionTransport

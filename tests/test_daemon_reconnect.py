@@ -12,9 +12,9 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from mqtt_collector import _daemon
-from mqtt_collector._config import Config
-from mqtt_collector._daemon import Daemon
+from mqtt_collector._config.load import Config
+from mqtt_collector._daemon import daemon as _daemon
+from mqtt_collector._daemon.daemon import Daemon
 from tests.daemon_helpers import (
     LogCapture,
     Publisher,
@@ -241,7 +241,7 @@ class TestFlapping:
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         """After a connection stayed up for the healthy time: ready, and the count starts over."""
-        monkeypatch.setattr(_daemon, "_HEALTHY_AFTER", 0.5, raising=False)
+        monkeypatch.setattr(_daemon, "_HEALTHY_AFTER", 0.5)
         release = asyncio.Event()
 
         async def flaky_then_steady(conn: ScriptedConnection) -> None:
@@ -318,7 +318,7 @@ class TestFlapping:
         """Another client with the daemon's client_id (a second daemon): the warning names it."""
         # Longer than the twin's reconnect delay (1 s): each of the daemon's connections is
         # taken over before it counts as healthy.
-        monkeypatch.setattr(_daemon, "_HEALTHY_AFTER", 3.0, raising=False)
+        monkeypatch.setattr(_daemon, "_HEALTHY_AFTER", 3.0)
         broker = private_mosquitto
         config = _persistent(broker, topic_prefix, tmp_path, keepalive=1)
         client_id = config.broker.client_id

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from mqtt_collector._daemon import Daemon
+from mqtt_collector._daemon.daemon import Daemon
 from tests.daemon_helpers import make_config, recorder, wait_until
 from tests.session_transport import SessionTransport
 

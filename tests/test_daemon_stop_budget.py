@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from mqtt_collector._daemon import Daemon
+from mqtt_collector._daemon.daemon import Daemon
 from tests.daemon_helpers import capture_logging, make_config, recorder, records, wait_until
 from tests.faults.helpers import Publisher
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from mqtt_collector._transport import Inbound
+    from mqtt_collector._mqtt.transport import Inbound
     from tests.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.broker

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mqtt_collector import _daemon
-from mqtt_collector._daemon import Daemon
+from mqtt_collector._daemon import daemon as _daemon
+from mqtt_collector._daemon.daemon import Daemon
 from tests.conftest import in_ci
 from tests.daemon_helpers import (
     WAIT,
@@ -141,7 +141,7 @@ class TestSubscribeAnsweredLate:
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         """No SUBACK in time: logged, sent again with backoff; messages flow all along."""
-        monkeypatch.setattr(_daemon, "_SUBACK_TIMEOUT", 0.2, raising=False)
+        monkeypatch.setattr(_daemon, "_SUBACK_TIMEOUT", 0.2)
 
         async def forgetful(conn: ScriptedConnection) -> None:
             await conn.read_connect()

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from mqtt_collector._config import Config
-from mqtt_collector._daemon import Daemon
+from mqtt_collector._config.load import Config
+from mqtt_collector._daemon.daemon import Daemon
+from mqtt_collector._daemon.wiring import overlapping_filters
 from mqtt_collector._exceptions import TransportError
-from mqtt_collector._transport import ConnectionInfo, Inbound
-from mqtt_collector._wiring import overlapping_filters
+from mqtt_collector._mqtt.transport import ConnectionInfo, Inbound
 from tests.daemon_helpers import (
     WAIT,
     LogCapture,

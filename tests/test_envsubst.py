@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mqtt_collector._envsubst import SubstitutionError, expand, substitute
+from mqtt_collector._config.envsubst import SubstitutionError, expand, substitute
 
 
 class TestExpand:

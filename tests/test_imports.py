@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from mqtt_collector._imports import add_import_dir, import_object
+from mqtt_collector._config.imports import add_import_dir, import_object
 from tests import sample_collectors
 
 if TYPE_CHECKING:

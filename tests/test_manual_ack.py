@@ -11,14 +11,14 @@ import aiomqtt
 import paho.mqtt.client as paho
 import pytest
 
-from mqtt_collector._aiomqtt import AiomqttTransport
-from mqtt_collector._aiomqtt_private import enable_manual_ack, message_queue, send_ack
 from mqtt_collector._exceptions import IncompatibleClientError
+from mqtt_collector._mqtt.aiomqtt.private import enable_manual_ack, message_queue, send_ack
+from mqtt_collector._mqtt.aiomqtt.transport import AiomqttTransport
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from mqtt_collector._transport import Inbound
+    from mqtt_collector._mqtt.transport import Inbound
     from tests.mosquitto import Mosquitto
 
 TIMEOUT = 10.0

@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from mqtt_collector._config import load_config
-from mqtt_collector._mapper import Mapper, MappingError, Route
-from mqtt_collector._payload import Delivery
-from mqtt_collector._template import TopicTemplate
-from mqtt_collector._topic import TopicFilter, covers
-from mqtt_collector._transport import Inbound
-from mqtt_collector._wiring import build_filters, overlapping_filters
+from mqtt_collector._config.load import load_config
+from mqtt_collector._core.payload import Delivery
+from mqtt_collector._daemon.mapper import Mapper, MappingError, Route
+from mqtt_collector._daemon.wiring import build_filters, overlapping_filters
+from mqtt_collector._mqtt.template import TopicTemplate
+from mqtt_collector._mqtt.topic import TopicFilter, covers
+from mqtt_collector._mqtt.transport import Inbound
 from tests.daemon_helpers import recorder, write_config
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mqtt_collector._config import Config
+from mqtt_collector._config.load import Config
 from tests.daemon_helpers import (
     WAIT,
     Publisher,

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from mqtt_collector import _metrics
-from mqtt_collector._metrics import Metrics, MetricsServer
+from mqtt_collector._daemon import metrics as _metrics
+from mqtt_collector._daemon.metrics import Metrics, MetricsServer
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -12,13 +12,12 @@ from typing import Any
 import pytest
 import structlog.testing
 
-from mqtt_collector._collector import Context
+from mqtt_collector._core.collector import Context, Processor
+from mqtt_collector._core.payload import Delivery, Payload
+from mqtt_collector._core.result import Error, Ok, Result
+from mqtt_collector._daemon.message import Message
+from mqtt_collector._daemon.policy import DeadLetter, Policy, Publish, UnacknowledgedError, guard
 from mqtt_collector._exceptions import TransportError
-from mqtt_collector._message import Message
-from mqtt_collector._payload import Delivery, Payload
-from mqtt_collector._policy import DeadLetter, Policy, Publish, UnacknowledgedError, guard
-from mqtt_collector._result import Error, Ok, Result
-from mqtt_collector._typing import Processor
 
 TOPIC = "sensors/a/temperature"
 
@@ -118,7 +117,7 @@ class TestRetry:
             delays.append(delay)
             await real_sleep(0)
 
-        monkeypatch.setattr("mqtt_collector._policy.asyncio.sleep", sleep)
+        monkeypatch.setattr("mqtt_collector._daemon.policy.asyncio.sleep", sleep)
         script = Script(Error(RuntimeError("always")))
         guarded, _ = _guard(script, attempts=5, backoff=0.01, max_backoff=0.03)
         await guarded(_payload(), Context())

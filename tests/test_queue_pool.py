@@ -300,7 +300,7 @@ async def test_pool_payload_sent_as_last_consumer_expires_is_processed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A payload sent in the loop turn the last idle consumer expires in is still processed."""
-    from mqtt_collector import _pool  # noqa: PLC0415 - patched below, so imported by name
+    from mqtt_collector._core import pool as _pool  # noqa: PLC0415 - patched below, so imported by name
 
     queue = CollectorQueue(
         [Collector("c", echo)], min_consumers=0, max_consumers=1, idle_timeout=0.01

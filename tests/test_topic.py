@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mqtt_collector._template import TopicTemplate
-from mqtt_collector._topic import (
+from mqtt_collector._mqtt.template import TopicTemplate
+from mqtt_collector._mqtt.topic import (
     TopicFilter,
     overlaps,
     split_shared,

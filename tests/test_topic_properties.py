@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mqtt_collector._template import TopicTemplate
-from mqtt_collector._topic import TopicFilter, validate_filter
+from mqtt_collector._mqtt.template import TopicTemplate
+from mqtt_collector._mqtt.topic import TopicFilter, validate_filter
 
 # A small alphabet of levels so that random filters and topics match often, with the
 # awkward cases in it: empty levels, '$' levels, non-ASCII and characters special to regexes.

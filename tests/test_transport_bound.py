@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from mqtt_collector._aiomqtt import AiomqttTransport
-from mqtt_collector._wiring import PACKET_OVERHEAD, max_packet_size
+from mqtt_collector._daemon.wiring import PACKET_OVERHEAD, max_packet_size
+from mqtt_collector._mqtt.aiomqtt.transport import AiomqttTransport
 from tests.daemon_helpers import WAIT, Publisher, make_config, records, run_daemon, wait_until
 
 if TYPE_CHECKING:

@@ -8,14 +8,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from mqtt_collector._aiomqtt import AiomqttTransport
 from mqtt_collector._exceptions import TransportError
+from mqtt_collector._mqtt.aiomqtt.transport import AiomqttTransport
 from tests.daemon_helpers import WAIT, Publisher, wait_until
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from mqtt_collector._transport import Inbound
+    from mqtt_collector._mqtt.transport import Inbound
     from tests.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.broker

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from mqtt_collector._aiomqtt import AiomqttTransport
+from mqtt_collector._mqtt.aiomqtt.transport import AiomqttTransport
 from tests.daemon_helpers import capture_logging, make_config, run_daemon, wait_until
 
 if TYPE_CHECKING:

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, NoReturn
 
 import pytest
 
-from mqtt_collector._aiomqtt import AiomqttTransport
 from mqtt_collector._exceptions import TransportError
+from mqtt_collector._mqtt.aiomqtt.transport import AiomqttTransport
 from tests.daemon_helpers import WAIT, capture_logging, make_config, records, run_daemon, wait_until
 from tests.fake_broker import FakeBroker, publish_packet
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
 
-    from mqtt_collector._transport import Inbound
+    from mqtt_collector._mqtt.transport import Inbound
 
 BAD_TOPICS = [
     pytest.param(b"bad/\xff\xfe", "not valid UTF-8", id="not-utf8"),

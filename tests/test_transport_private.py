@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 import aiomqtt
 import pytest
 
-from mqtt_collector._aiomqtt import AiomqttTransport
-from mqtt_collector._aiomqtt_private import ReadGate, check_client, message_queue
-from mqtt_collector._daemon import Daemon
+from mqtt_collector._daemon.daemon import Daemon
 from mqtt_collector._exceptions import IncompatibleClientError
+from mqtt_collector._mqtt.aiomqtt.private import ReadGate, check_client, message_queue
+from mqtt_collector._mqtt.aiomqtt.transport import AiomqttTransport
 from tests.daemon_helpers import WAIT, make_config, wait_until, write_config
 from tests.fake_broker import FakeBroker
 

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from mqtt_collector._aiomqtt import AiomqttTransport
 from mqtt_collector._exceptions import PublishRefusedError, TransportError
+from mqtt_collector._mqtt.aiomqtt.transport import AiomqttTransport
 from tests.daemon_helpers import WAIT
 
 if TYPE_CHECKING:

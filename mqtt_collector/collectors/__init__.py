@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from mqtt_collector._exceptions import ConfigError
+from mqtt_collector import ConfigError
 
 __all__: list[str] = []
 

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 import aiomqtt
 import pytest
 
-from mqtt_collector._aiomqtt import AiomqttTransport
-from mqtt_collector._aiomqtt_private import message_queue
 from mqtt_collector._exceptions import TransportError
+from mqtt_collector._mqtt.aiomqtt.private import message_queue
+from mqtt_collector._mqtt.aiomqtt.transport import AiomqttTransport
 
 if TYPE_CHECKING:
     from tests.mosquitto import Mosquitto

@@ -7,14 +7,13 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from mqtt_collector._payload import Delivery, Payload
-from mqtt_collector._result import Error, Ok, Result, ResultList
+from mqtt_collector._core.payload import Delivery, Payload
+from mqtt_collector._core.result import Error, Ok, Result, ResultList
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
 
-    from mqtt_collector._collector import Collector, Context
-    from mqtt_collector._typing import Processor
+    from mqtt_collector._core.collector import Collector, Context, Processor
 
 __all__ = ["Router", "SimpleRouter", "run_collector", "run_processor"]
 

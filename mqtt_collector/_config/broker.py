@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, FilePath, SecretStr, Strict, field_validator, model_validator
 
-from mqtt_collector._config_base import ConfigModel, LocatedError, NonEmptyText, Text, show
+from mqtt_collector._config.base import ConfigModel, LocatedError, NonEmptyText, Text, show
 
 if TYPE_CHECKING:
     from pydantic import ValidatorFunctionWrapHandler

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from mqtt_collector._topic import TopicFilter
+    from mqtt_collector._mqtt.topic import TopicFilter
 
 __all__ = ["TopicTemplate"]
 

@@ -13,29 +13,29 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import Field, PrivateAttr, ValidationError, field_validator
 
-from mqtt_collector._config_base import ConfigModel, LocatedError, format_errors, format_loc
-from mqtt_collector._config_broker import (
+from mqtt_collector._config.base import ConfigModel, LocatedError, format_errors, format_loc
+from mqtt_collector._config.broker import (
     BrokerConfig,
     Protocol,
     ReconnectConfig,
     SessionConfig,
     TLSConfig,
 )
-from mqtt_collector._config_routes import (
+from mqtt_collector._config.envsubst import SubstitutionError, substitute
+from mqtt_collector._config.imports import add_import_dir
+from mqtt_collector._config.routes import (
     CollectorConfig,
     DeadLetterConfig,
     RetryConfig,
     Subscription,
 )
-from mqtt_collector._config_sections import (
+from mqtt_collector._config.sections import (
     ListenAddress,
     LoggingConfig,
     MetricsConfig,
     QueueConfig,
 )
-from mqtt_collector._envsubst import SubstitutionError, substitute
 from mqtt_collector._exceptions import ConfigError
-from mqtt_collector._imports import add_import_dir
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

@@ -9,7 +9,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from mqtt_collector._event import CollectorEvent
+    from mqtt_collector._core.event import CollectorEvent
 
 __all__ = ["Buffer", "QueueType", "make_buffer"]
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from mqtt_collector._transport import Inbound, Transport
+    from mqtt_collector._mqtt.transport import Inbound, Transport
 
 __all__ = ["Acker", "Ticket"]
 

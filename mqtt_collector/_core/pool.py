@@ -7,18 +7,18 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from mqtt_collector._payload import Delivery
-from mqtt_collector._result import Error, Ok, Result, ResultList
-from mqtt_collector._router import SimpleRouter
+from mqtt_collector._core.payload import Delivery
+from mqtt_collector._core.result import Error, Ok, Result, ResultList
+from mqtt_collector._core.router import SimpleRouter
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from mqtt_collector._buffer import Buffer
-    from mqtt_collector._collector import Collector
-    from mqtt_collector._event import CollectorEvent
-    from mqtt_collector._payload import Payload
-    from mqtt_collector._router import Router
+    from mqtt_collector._core.buffer import Buffer
+    from mqtt_collector._core.collector import Collector
+    from mqtt_collector._core.event import CollectorEvent
+    from mqtt_collector._core.payload import Payload
+    from mqtt_collector._core.router import Router
 
 __all__ = ["Pool"]
 

@@ -8,11 +8,11 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from mqtt_collector._result import ResultList
+from mqtt_collector._core.result import ResultList
 
 if TYPE_CHECKING:
-    from mqtt_collector._payload import Payload
-    from mqtt_collector._result import Result
+    from mqtt_collector._core.payload import Payload
+    from mqtt_collector._core.result import Result
 
 __all__ = ["CollectorEvent"]
 

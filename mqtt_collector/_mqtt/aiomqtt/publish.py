@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 import aiomqtt
 import paho.mqtt.client as paho
 
-from mqtt_collector._aiomqtt_private import close_socket, disconnected_future, paho_client
 from mqtt_collector._exceptions import TransportError
+from mqtt_collector._mqtt.aiomqtt.private import close_socket, disconnected_future, paho_client
 
 if TYPE_CHECKING:
     from paho.mqtt.properties import Properties

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager
 from types import SimpleNamespace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 if TYPE_CHECKING:
-    from mqtt_collector._typing import LifecycleManager, Processor
+    from mqtt_collector._core.payload import Payload
+    from mqtt_collector._core.result import Result
 
-__all__ = ["Collector", "Context"]
+__all__ = ["Collector", "Context", "LifecycleManager", "Processor"]
 
 
 class Context(SimpleNamespace):
@@ -18,6 +20,17 @@ class Context(SimpleNamespace):
     The daemon sets ``ctx.key`` (the collector key) and ``ctx.options`` (the YAML
     ``options:`` mapping) before the lifecycle runs.
     """
+
+
+Processor: TypeAlias = "Callable[[Payload[Any], Context], Awaitable[Result]]"
+"""An async function that handles one payload and returns ``Ok(value)`` or ``Error(exc)``."""
+
+LifecycleManager: TypeAlias = "Callable[[Context], AbstractAsyncContextManager[Any]]"
+"""A factory taking the collector's Context and returning an async context manager.
+
+It is entered once when the queue starts (open connections there, keep them on the
+Context) and exited when the queue has shut down.
+"""
 
 
 class Collector:

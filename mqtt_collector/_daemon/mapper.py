@@ -7,11 +7,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mqtt_collector._message import Message
-from mqtt_collector._payload import Delivery, Payload
-from mqtt_collector._template import TopicTemplate
-from mqtt_collector._topic import TopicFilter
-from mqtt_collector._transport import Inbound
+from mqtt_collector._core.payload import Delivery, Payload
+from mqtt_collector._daemon.message import Message
+from mqtt_collector._mqtt.template import TopicTemplate
+from mqtt_collector._mqtt.topic import TopicFilter
+from mqtt_collector._mqtt.transport import Inbound
 
 __all__ = ["Mapper", "MappingError", "Route"]
 

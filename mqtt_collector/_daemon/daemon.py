@@ -10,18 +10,16 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from mqtt_collector._acker import Acker, Ticket
-from mqtt_collector._config_broker import Protocol
-from mqtt_collector._event import CollectorEvent
-from mqtt_collector._exceptions import IncompatibleClientError, QueueShutDownError, TransportError
-from mqtt_collector._mapper import Mapper, MappingError
-from mqtt_collector._metrics import Metrics, MetricsServer
-from mqtt_collector._notify import notify
-from mqtt_collector._policy import UnacknowledgedError
-from mqtt_collector._queue import CollectorQueue
-from mqtt_collector._result import Error
-from mqtt_collector._transport import ConnectError, suback_reason
-from mqtt_collector._wiring import (
+from mqtt_collector._config.broker import Protocol
+from mqtt_collector._core.event import CollectorEvent
+from mqtt_collector._core.queue import CollectorQueue
+from mqtt_collector._core.result import Error
+from mqtt_collector._daemon.acker import Acker, Ticket
+from mqtt_collector._daemon.mapper import Mapper, MappingError
+from mqtt_collector._daemon.metrics import Metrics, MetricsServer
+from mqtt_collector._daemon.notify import notify
+from mqtt_collector._daemon.policy import UnacknowledgedError
+from mqtt_collector._daemon.wiring import (
     build_collectors,
     build_filters,
     build_routes,
@@ -29,12 +27,14 @@ from mqtt_collector._wiring import (
     overlapping_filters,
     queue_type,
 )
+from mqtt_collector._exceptions import IncompatibleClientError, QueueShutDownError, TransportError
+from mqtt_collector._mqtt.transport import ConnectError, suback_reason
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from mqtt_collector._config import Config
-    from mqtt_collector._transport import Inbound, Transport
+    from mqtt_collector._config.load import Config
+    from mqtt_collector._mqtt.transport import Inbound, Transport
 
 __all__ = ["Daemon"]
 

@@ -1,4 +1,4 @@
-"""The aiomqtt transport: the only module that talks to aiomqtt (with ``_aiomqtt_private``)."""
+"""The aiomqtt transport: the only module that talks to aiomqtt (with ``private``)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from mqtt_collector._aiomqtt_private import (
+from mqtt_collector._exceptions import PublishRefusedError, TransportError
+from mqtt_collector._mqtt.aiomqtt.private import (
     ReadGate,
     check_client,
     close_socket,
@@ -31,10 +32,9 @@ from mqtt_collector._aiomqtt_private import (
     send_ack,
     watch_connection,
 )
-from mqtt_collector._aiomqtt_publish import PublishConnection
-from mqtt_collector._exceptions import PublishRefusedError, TransportError
-from mqtt_collector._tls import TLSOptions
-from mqtt_collector._transport import ConnectError, ConnectionInfo, Inbound
+from mqtt_collector._mqtt.aiomqtt.publish import PublishConnection
+from mqtt_collector._mqtt.tls import TLSOptions
+from mqtt_collector._mqtt.transport import ConnectError, ConnectionInfo, Inbound
 
 __all__ = ["AiomqttTransport"]
 

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mqtt_collector._aiomqtt import AiomqttTransport
-from mqtt_collector._buffer import QueueType
-from mqtt_collector._collector import Collector, Context
-from mqtt_collector._config_broker import Protocol
-from mqtt_collector._mapper import Route
-from mqtt_collector._policy import DeadLetter, Policy, Publish, guard
-from mqtt_collector._tls import TLSOptions
-from mqtt_collector._topic import covers, overlaps, split_shared
+from mqtt_collector._config.broker import Protocol
+from mqtt_collector._core.buffer import QueueType
+from mqtt_collector._core.collector import Collector, Context
+from mqtt_collector._daemon.mapper import Route
+from mqtt_collector._daemon.policy import DeadLetter, Policy, Publish, guard
+from mqtt_collector._mqtt.aiomqtt.transport import AiomqttTransport
+from mqtt_collector._mqtt.tls import TLSOptions
+from mqtt_collector._mqtt.topic import covers, overlaps, split_shared
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from mqtt_collector._config import Config
+    from mqtt_collector._config.load import Config
 
 __all__ = [
     "build_collectors",

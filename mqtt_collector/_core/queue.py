@@ -10,13 +10,13 @@ from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, Self
 
-from mqtt_collector._buffer import QueueType, make_buffer
-from mqtt_collector._collector import Collector
-from mqtt_collector._event import CollectorEvent
+from mqtt_collector._core.buffer import QueueType, make_buffer
+from mqtt_collector._core.collector import Collector
+from mqtt_collector._core.event import CollectorEvent
+from mqtt_collector._core.payload import Delivery, Payload
+from mqtt_collector._core.pool import Pool
+from mqtt_collector._core.router import Router, SimpleRouter
 from mqtt_collector._exceptions import LifecycleError, QueueError, QueueShutDownError
-from mqtt_collector._payload import Delivery, Payload
-from mqtt_collector._pool import Pool
-from mqtt_collector._router import Router, SimpleRouter
 
 __all__ = ["CollectorQueue", "EventPublisher"]
 

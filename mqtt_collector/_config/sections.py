@@ -7,7 +7,7 @@ from typing import Annotated, Literal, NamedTuple
 
 from pydantic import BeforeValidator, Field, PlainSerializer, PlainValidator, model_validator
 
-from mqtt_collector._config_base import ConfigModel, show
+from mqtt_collector._config.base import ConfigModel, show
 
 __all__ = ["ListenAddress", "LoggingConfig", "MetricsConfig", "QueueConfig"]
 

@@ -11,13 +11,12 @@ from typing import Any
 
 import structlog
 
-from mqtt_collector._collector import Context
+from mqtt_collector._core.collector import Context, Processor
+from mqtt_collector._core.payload import Payload
+from mqtt_collector._core.result import Error, Ok, Result
+from mqtt_collector._core.router import run_processor
+from mqtt_collector._daemon.message import Message
 from mqtt_collector._exceptions import CollectorError
-from mqtt_collector._message import Message
-from mqtt_collector._payload import Payload
-from mqtt_collector._result import Error, Ok, Result
-from mqtt_collector._router import run_processor
-from mqtt_collector._typing import Processor
 
 __all__ = ["DeadLetter", "Policy", "UnacknowledgedError", "guard"]
 

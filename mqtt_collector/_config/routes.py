@@ -14,7 +14,7 @@ from pydantic import (
     model_validator,
 )
 
-from mqtt_collector._config_base import (
+from mqtt_collector._config.base import (
     ConfigModel,
     FrozenMapping,
     LocatedError,
@@ -24,14 +24,14 @@ from mqtt_collector._config_base import (
     Text,
     show,
 )
-from mqtt_collector._imports import import_object
-from mqtt_collector._template import TopicTemplate
-from mqtt_collector._topic import TopicFilter, validate_filter, validate_topic_name
+from mqtt_collector._config.imports import import_object
+from mqtt_collector._mqtt.template import TopicTemplate
+from mqtt_collector._mqtt.topic import TopicFilter, validate_filter, validate_topic_name
 
 if TYPE_CHECKING:
     from pydantic import ValidatorFunctionWrapHandler
 
-    from mqtt_collector._typing import LifecycleManager, Processor
+    from mqtt_collector._core.collector import LifecycleManager, Processor
 
 __all__ = ["CollectorConfig", "DeadLetterConfig", "RetryConfig", "Subscription"]
 

@@ -2,7 +2,7 @@
 
 Pure functions and small compiled objects, no I/O. The mapper matches every incoming topic
 against every subscription's :class:`TopicFilter`, so :meth:`TopicFilter.match` is on the hot
-path. Payload-topic templates are in ``_template``.
+path. Payload-topic templates are in ``template``.
 """
 
 from __future__ import annotations

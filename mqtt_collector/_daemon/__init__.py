@@ -1,0 +1,1 @@
+"""The daemon: transport, mapper, collector queue and acker, with error policy and metrics."""
