@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import inspect
+import sys
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
+    BaseModel,
     Field,
     PlainValidator,
     PrivateAttr,
+    ValidationError,
     field_validator,
     model_validator,
 )
@@ -22,6 +25,7 @@ from mqtt_collector._config.base import (
     PublishQoS,
     SubscribeQoS,
     Text,
+    describe,
     show,
 )
 from mqtt_collector._config.imports import import_object
@@ -30,6 +34,7 @@ from mqtt_collector._mqtt.topic import TopicFilter, validate_filter, validate_to
 
 if TYPE_CHECKING:
     from pydantic import ValidatorFunctionWrapHandler
+    from pydantic_core import InitErrorDetails
 
     from mqtt_collector._core.collector import LifecycleManager, Processor
 
@@ -194,6 +199,60 @@ else:
     _Lifecycle = Annotated[Any, PlainValidator(_lifecycle)]
 
 
+def _declared_options(found: object, field: str) -> type[BaseModel] | None:
+    """The ``Options`` model declared by the module defining ``found``, or None.
+
+    Raises:
+        LocatedError: at ``field`` when that module's ``Options`` is not a pydantic model.
+    """
+    module = sys.modules.get(getattr(found, "__module__", None) or "")
+    declared = getattr(module, "Options", None)
+    if declared is None:
+        return None
+    if not (isinstance(declared, type) and issubclass(declared, BaseModel)):
+        raise LocatedError(
+            (field,), f"'{getattr(module, '__name__', '?')}.Options' is not a pydantic model class"
+        )
+    return declared
+
+
+def _collector_options(processor: object, lifecycle: object, options: object) -> BaseModel | None:
+    """Validate ``options`` against the collector's declared model; its instance, or None.
+
+    The model is the ``Options`` of the lifecycle's module or, failing that, of the processor's;
+    when both declare one they must be the same. The errors come out located under
+    ``options``, each worded as the rest of the configuration's.
+    """
+    declared = [_declared_options(processor, "processor")]
+    if lifecycle is not None:
+        declared.append(_declared_options(lifecycle, "lifecycle"))
+    models = {model for model in declared if model is not None}
+    if len(models) > 1:
+        raise LocatedError(
+            ("lifecycle",),
+            "its module and the processor's declare different Options models; a collector has one",
+        )
+    if not models:
+        return None
+    [model] = models
+    try:
+        return model.model_validate({} if options is None else options)
+    except ValidationError as exc:
+        located: list[InitErrorDetails] = []
+        for error in exc.errors(include_url=False):
+            loc, message = describe(error)
+            located.append(
+                {
+                    "type": "value_error",
+                    "loc": ("options", *loc),
+                    "input": error["input"],
+                    "ctx": {"error": ValueError(message)},
+                }
+            )
+        # Raised inside a validator, its errors are reported below the collector's own path.
+        raise ValidationError.from_exception_data(exc.title, located) from None
+
+
 class CollectorConfig(ConfigModel):
     """One entry of ``collectors:``: a processor, the topics it takes, and its settings.
 
@@ -202,7 +261,7 @@ class CollectorConfig(ConfigModel):
         processor: the imported async processor.
         lifecycle: the imported lifecycle factory, or None.
         topics: the Payload topics it listens to.
-        options: read-only settings for the processor, reachable as ``ctx.options``.
+        options: read-only settings for the processor, as written (see ``checked_options``).
         timeout: seconds one payload may take before it counts as failed; None for no bound.
         retry: how failed payloads are tried again.
         dead_letter: where finally failed messages are published, or None.
@@ -219,17 +278,31 @@ class CollectorConfig(ConfigModel):
 
     _processor_path: str = PrivateAttr(default="")
     _lifecycle_path: str | None = PrivateAttr(default=None)
+    _checked_options: BaseModel | None = PrivateAttr(default=None)
 
     @model_validator(mode="wrap")
     @classmethod
     def _keep_paths(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> CollectorConfig:
-        """Remember the dotted paths as written, for messages and ``check`` output."""
+        """Remember the dotted paths as written, and check the options the collector declares."""
         model: CollectorConfig = handler(data)
         if isinstance(data, dict):
             model._processor_path = str(data["processor"])
             lifecycle = data.get("lifecycle")
             model._lifecycle_path = None if lifecycle is None else str(lifecycle)
+            # Validated as YAML gave them (not the frozen copy), as the model declares.
+            model._checked_options = _collector_options(
+                model.processor, model.lifecycle, data.get("options")
+            )
         return model
+
+    @property
+    def checked_options(self) -> Any:
+        """What the collector finds as ``ctx.options``.
+
+        The instance of the ``Options`` model its lifecycle's or processor's module declares,
+        validated at load; the read-only ``options`` mapping when it declares none.
+        """
+        return self.options if self._checked_options is None else self._checked_options
 
     @property
     def processor_path(self) -> str:

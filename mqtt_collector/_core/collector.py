@@ -18,7 +18,8 @@ class Context(SimpleNamespace):
     """A namespace for whatever a collector needs at hand: set any attribute on it.
 
     The daemon sets ``ctx.key`` (the collector key) and ``ctx.options`` (the YAML
-    ``options:`` mapping) before the lifecycle runs.
+    ``options:``: an instance of the collector's declared ``Options`` model, or the read-only
+    mapping) before the lifecycle runs.
     """
 
 

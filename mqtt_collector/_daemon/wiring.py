@@ -131,7 +131,7 @@ def build_collectors(
                 processor,
                 lifecycle=entry.lifecycle,
                 topics=entry.topics,
-                ctx=Context(key=entry.key, options=entry.options),
+                ctx=Context(key=entry.key, options=entry.checked_options),
             )
         )
     return collectors

@@ -1,9 +1,11 @@
 """Built-in collectors a configuration can name without writing any code.
 
 Each one is a processor (and, where it holds a file or a database, a lifecycle) to put in the
-``collectors:`` section of the YAML; its settings go under ``options:`` and are checked when the
-lifecycle starts, so a wrong option stops the daemon at start-up with one line naming the
-collector key and the option::
+``collectors:`` section of the YAML; its settings go under ``options:``. Each module declares
+them as a pydantic model named ``Options``, which the configuration is checked against when it
+is loaded, so ``mqtt-collector check`` and ``run`` refuse a wrong option before anything
+connects, in one line naming the key path
+(``config.yaml: collectors[1].options.path: required key is missing``)::
 
     collectors:
       - key: trace
@@ -29,65 +31,104 @@ The modules, each documenting its options:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
-from typing import Any
+from typing import Annotated, Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, PlainValidator, ValidationError
 
 from mqtt_collector import ConfigError
 
 __all__: list[str] = []
 
+_Model = TypeVar("_Model", bound=BaseModel)
 
-class _OptionReader:
-    """Reads and checks a collector's ``ctx.options``, raising ConfigError naming key and option.
 
-    Shared by the built-in collectors so every one words its errors the same way and refuses
-    unknown options (a typo must not be silently ignored).
+class _Options(BaseModel):
+    """The base of the built-in collectors' ``Options``: immutable, unknown options refused.
+
+    A typo must not be silently ignored. Each field checks its value with one of the
+    validators below, so every built-in collector words its errors the same way.
     """
 
-    __slots__ = ("_options", "key")
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
-    def __init__(self, ctx: Any, known: Collection[str]) -> None:
-        """Read the options of the collector ``ctx`` belongs to; refuse any not in ``known``."""
-        self.key: str = str(getattr(ctx, "key", "<unnamed>"))
-        options = getattr(ctx, "options", None)
-        self._options: Mapping[str, Any] = {} if options is None else options
-        unknown = sorted(set(self._options) - set(known))
-        if unknown:
-            raise self.error(unknown[0], f"unknown option (known: {', '.join(sorted(known))})")
 
-    def error(self, name: str, problem: str) -> ConfigError:
-        """Build the one-line error for a bad option ``name``."""
-        return ConfigError(f"collector {self.key!r}: option {name!r}: {problem}")
+def _string(value: object) -> str:
+    """Check a non-empty string option."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"must be a non-empty string, got {value!r}")
+    return value
 
-    def string(self, name: str, *, default: str | None = None) -> str:
-        """Return the non-empty string option ``name``; required when ``default`` is None."""
-        value = self._options.get(name, default)
-        if value is None:
-            raise self.error(name, "is required")
-        if not isinstance(value, str) or not value:
-            raise self.error(name, f"must be a non-empty string, got {value!r}")
-        return value
 
-    def boolean(self, name: str, *, default: bool) -> bool:
-        """Return the boolean option ``name`` (YAML true/false only, not 0/1 or "yes")."""
-        value = self._options.get(name, default)
-        if not isinstance(value, bool):
-            raise self.error(name, f"must be true or false, got {value!r}")
-        return value
+def _boolean(value: object) -> bool:
+    """Check a boolean option: YAML true/false only, not 0/1 or "yes"."""
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, got {value!r}")  # noqa: TRY004 - pydantic
+    return value
 
-    def integer(self, name: str, *, default: int | None, minimum: int) -> int | None:
-        """Return the integer option ``name`` (at least ``minimum``), or None when set to null."""
-        value = self._options.get(name, default)
+
+_String = Annotated[str, PlainValidator(_string)]
+"""A non-empty string option."""
+
+_Boolean = Annotated[bool, PlainValidator(_boolean)]
+"""A boolean option: YAML true/false only, not 0/1 or "yes"."""
+
+
+def _integer_or_null(minimum: int) -> PlainValidator:
+    """An integer option of at least ``minimum``, or null."""
+
+    def check(value: object) -> int | None:
         if value is None:
             return None
         # bool is an int subclass: `true` must not pass for 1.
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise self.error(name, f"must be an integer >= {minimum} or null, got {value!r}")
+            raise ValueError(f"must be an integer >= {minimum} or null, got {value!r}")
         return value
 
-    def choice(self, name: str, *, choices: Collection[str], default: str) -> str:
-        """Return the string option ``name``, lower-cased, which must be one of ``choices``."""
-        value = self._options.get(name, default)
+    return PlainValidator(check)
+
+
+def _choice(*choices: str) -> PlainValidator:
+    """A string option, any case, that must be one of ``choices``; kept lower-cased."""
+
+    def check(value: object) -> str:
         if not isinstance(value, str) or value.lower() not in choices:
-            raise self.error(name, f"must be one of {', '.join(choices)}, got {value!r}")
+            raise ValueError(f"must be one of {', '.join(choices)}, got {value!r}")
         return value.lower()
+
+    return PlainValidator(check)
+
+
+def _read_options(ctx: Any, model: type[_Model]) -> _Model:
+    """Return ``ctx.options`` as a ``model`` instance, raising ConfigError naming key and option.
+
+    The daemon has validated the options when it loaded the configuration and set the instance
+    as ``ctx.options``; a collector built by hand (the queue used as a library) may hold a plain
+    mapping, which is validated here once and replaced on the context by the instance.
+    """
+    options = getattr(ctx, "options", None)
+    if isinstance(options, model):
+        return options
+    try:
+        checked = model.model_validate(dict(options or {}))
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        name = ".".join(str(part) for part in error["loc"])
+        cause = (error.get("ctx") or {}).get("error")
+        if isinstance(cause, ValueError):
+            problem = str(cause)
+        elif error["type"] == "missing":
+            problem = "is required"
+        elif error["type"] == "extra_forbidden":
+            problem = f"unknown option (known: {', '.join(sorted(model.model_fields))})"
+        else:
+            problem = error["msg"]
+        raise _option_error(ctx, name, problem) from None
+    ctx.options = checked
+    return checked
+
+
+def _option_error(ctx: Any, name: str, problem: str) -> ConfigError:
+    """The one-line error for a bad option ``name`` of the collector ``ctx`` belongs to."""
+    return ConfigError(
+        f"collector {str(getattr(ctx, 'key', '<unnamed>'))!r}: option {name!r}: {problem}"
+    )

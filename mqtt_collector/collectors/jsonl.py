@@ -49,17 +49,37 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from io import FileIO
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import PlainValidator
 
 from mqtt_collector import ConfigError, Context, Error, Message, Ok, Payload, Result
-from mqtt_collector.collectors import _OptionReader
+from mqtt_collector.collectors import _Boolean, _option_error, _Options, _read_options, _String
 
-__all__ = ["encode", "open_file", "write"]
+__all__ = ["Options", "encode", "open_file", "write"]
 
-_KNOWN = ("fsync", "mode", "path")
-_DEFAULT_MODE = "0600"
 _MODE = re.compile(r"0?[0-7]{3}")
 _NEWLINE = ord("\n")
+
+
+def _mode(value: object) -> str:
+    """Check the ``mode`` option: quoted octal permissions like "0640"."""
+    if not isinstance(value, str) or not _MODE.fullmatch(value):
+        raise ValueError(f'must be octal permissions in quotes, like "0640", got {value!r}')
+    return value
+
+
+class Options(_Options):
+    """The jsonl collector's options, as described in the module docstring."""
+
+    path: _String
+    fsync: _Boolean = False
+    mode: Annotated[str, PlainValidator(_mode)] = "0600"
+
+    @property
+    def permissions(self) -> int:
+        """``mode`` as permission bits."""
+        return int(self.mode, 8)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -193,31 +213,18 @@ def _open_for_append(path: Path, mode: int) -> tuple[FileIO, bool]:
     return file, line_open
 
 
-def _file_mode(reader: _OptionReader, ctx: Context) -> int:
-    """The ``mode`` option as permission bits; it must be quoted octal digits like "0640"."""
-    options = getattr(ctx, "options", None) or {}
-    value = options.get("mode", _DEFAULT_MODE)
-    if not isinstance(value, str) or not _MODE.fullmatch(value):
-        raise reader.error(
-            "mode", f'must be octal permissions in quotes, like "0640", got {value!r}'
-        )
-    return int(value, 8)
-
-
 @contextlib.asynccontextmanager
 async def open_file(ctx: Context) -> AsyncIterator[None]:
-    """Check the options, open ``path`` for appending as ``ctx.jsonl``, and close it at exit."""
-    reader = _OptionReader(ctx, _KNOWN)
-    path = Path(reader.string("path"))
-    fsync = reader.boolean("fsync", default=False)
-    mode = _file_mode(reader, ctx)
+    """Open the ``path`` option for appending as ``ctx.jsonl``, and close it at exit."""
+    options = _read_options(ctx, Options)
+    path = Path(options.path)
     if not path.parent.is_dir():
-        raise reader.error("path", f"directory '{path.parent}' does not exist")
+        raise _option_error(ctx, "path", f"directory '{path.parent}' does not exist")
     try:
-        file, line_open = await asyncio.to_thread(_open_for_append, path, mode)
+        file, line_open = await asyncio.to_thread(_open_for_append, path, options.permissions)
     except OSError as exc:
-        raise reader.error("path", f"cannot open '{path}' for appending: {exc}") from exc
-    sink = _JsonlFile(file=file, fsync=fsync, line_open=line_open)
+        raise _option_error(ctx, "path", f"cannot open '{path}' for appending: {exc}") from exc
+    sink = _JsonlFile(file=file, fsync=options.fsync, line_open=line_open)
     ctx.jsonl = sink
     try:
         yield

@@ -1,9 +1,10 @@
 """A collector that writes one structured log line per message: for tracing and debugging.
 
-Use it as ``processor: mqtt_collector.collectors.log:log``. It needs no lifecycle: the options
-are read from ``ctx.options`` on the first message and cached on the context. Naming
-``lifecycle: mqtt_collector.collectors.log:check_options`` as well is optional and makes a bad
-option stop the daemon at start-up instead of failing every message.
+Use it as ``processor: mqtt_collector.collectors.log:log``. It needs no lifecycle: its options
+(:class:`Options`) are checked when the configuration is loaded. Naming
+``lifecycle: mqtt_collector.collectors.log:check_options`` as well is optional; it checks the
+options at start-up where the collector is built by hand (the queue used as a library) rather
+than from a configuration file, instead of failing every message.
 
 Each line is logged through ``structlog.get_logger("mqtt_collector.collectors.log")`` with the event
 ``"mqtt message"`` and the fields ``collector``, ``topic``, ``qos``, ``retain``, ``captures``,
@@ -21,44 +22,30 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import structlog
 
 from mqtt_collector import Context, Message, Ok, Payload, Result
-from mqtt_collector.collectors import _OptionReader
+from mqtt_collector.collectors import (
+    _Boolean,
+    _choice,
+    _integer_or_null,
+    _Options,
+    _read_options,
+)
 
-__all__ = ["check_options", "log"]
+__all__ = ["Options", "check_options", "log"]
 
 _LOGGER = structlog.get_logger("mqtt_collector.collectors.log")
-_LEVELS = ("debug", "info", "warning", "error")
-_KNOWN = ("level", "include_data", "max_data_chars")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _Settings:
-    """The log collector's checked options, cached on the context as ``ctx.log_settings``."""
+class Options(_Options):
+    """The log collector's options, as described in the module docstring."""
 
-    key: str
-    level: str
-    include_data: bool
-    max_data_chars: int | None
-
-
-def _settings(ctx: Context) -> _Settings:
-    """Return the cached settings of ``ctx``, checking and caching its options the first time."""
-    settings: _Settings | None = getattr(ctx, "log_settings", None)
-    if settings is None:
-        reader = _OptionReader(ctx, _KNOWN)
-        settings = _Settings(
-            key=reader.key,
-            level=reader.choice("level", choices=_LEVELS, default="info"),
-            include_data=reader.boolean("include_data", default=True),
-            max_data_chars=reader.integer("max_data_chars", default=1000, minimum=1),
-        )
-        ctx.log_settings = settings
-    return settings
+    level: Annotated[str, _choice("debug", "info", "warning", "error")] = "info"
+    include_data: _Boolean = True
+    max_data_chars: Annotated[int | None, _integer_or_null(1)] = 1000
 
 
 def _shown_data(message: Message, limit: int | None) -> tuple[Any, bool]:
@@ -77,10 +64,10 @@ def _shown_data(message: Message, limit: int | None) -> tuple[Any, bool]:
 
 async def log(payload: Payload[Message], ctx: Context) -> Result:
     """Log one line describing the message in ``payload.value``; always ``Ok(None)``."""
-    settings = _settings(ctx)
+    settings = _read_options(ctx, Options)
     message = payload.value
     fields: dict[str, Any] = {
-        "collector": settings.key,
+        "collector": str(getattr(ctx, "key", "<unnamed>")),
         "topic": message.topic,
         "qos": message.qos,
         "retain": message.retain,
@@ -97,6 +84,6 @@ async def log(payload: Payload[Message], ctx: Context) -> Result:
 
 @contextlib.asynccontextmanager
 async def check_options(ctx: Context) -> AsyncIterator[None]:
-    """Check the options at start-up (optional lifecycle), so a typo stops the daemon early."""
-    _settings(ctx)
+    """Check the options at start-up (optional lifecycle), so a typo stops the queue early."""
+    _read_options(ctx, Options)
     yield

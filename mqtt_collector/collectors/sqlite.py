@@ -41,14 +41,15 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import PlainValidator
 
 from mqtt_collector import ConfigError, Context, Error, Message, Ok, Payload, Result
-from mqtt_collector.collectors import _OptionReader
+from mqtt_collector.collectors import _option_error, _Options, _read_options, _String, _string
 
-__all__ = ["open_database", "write"]
+__all__ = ["Options", "open_database", "write"]
 
-_KNOWN = ("path", "table")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _COLUMNS = ("id", "topic", "payload", "data", "qos", "retain", "received_at")
 _SCHEMA = (
@@ -56,6 +57,23 @@ _SCHEMA = (
     " qos INTEGER NOT NULL, retain INTEGER NOT NULL, received_at REAL NOT NULL"
 )
 _Row = tuple[str, bytes, str | None, int, int, float]
+
+
+def _table(value: object) -> str:
+    """Check the ``table`` option: a plain SQL identifier, so it can be formatted into SQL."""
+    table = _string(value)
+    if not _IDENTIFIER.fullmatch(table) or table.lower().startswith("sqlite_"):
+        raise ValueError(
+            f"must be an SQL identifier (letters, digits, _; not sqlite_*), got {table!r}"
+        )
+    return table
+
+
+class Options(_Options):
+    """The sqlite collector's options, as described in the module docstring."""
+
+    path: _String
+    table: Annotated[str, PlainValidator(_table)] = "messages"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -130,40 +148,30 @@ def _connect(path: str, table: str) -> tuple[sqlite3.Connection, list[str]]:
     return connection, [column for column in _COLUMNS if column not in present]
 
 
-def _check_options(reader: _OptionReader) -> tuple[str, str]:
-    """Return the checked ``path`` and ``table`` options."""
-    path = reader.string("path")
-    table = reader.string("table", default="messages")
-    if not _IDENTIFIER.fullmatch(table) or table.lower().startswith("sqlite_"):
-        raise reader.error(
-            "table", f"must be an SQL identifier (letters, digits, _; not sqlite_*), got {table!r}"
-        )
-    if path != ":memory:" and not Path(path).parent.is_dir():
-        raise reader.error("path", f"directory '{Path(path).parent}' does not exist")
-    return path, table
-
-
 @contextlib.asynccontextmanager
 async def open_database(ctx: Context) -> AsyncIterator[None]:
-    """Check the options, open the database as ``ctx.sqlite``, and close it at exit."""
-    reader = _OptionReader(ctx, _KNOWN)
-    path, table = _check_options(reader)
+    """Open the database of the options as ``ctx.sqlite``, and close it at exit."""
+    options = _read_options(ctx, Options)
+    path, table = options.path, options.table
+    if path != ":memory:" and not Path(path).parent.is_dir():
+        raise _option_error(ctx, "path", f"directory '{Path(path).parent}' does not exist")
     loop = asyncio.get_running_loop()
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sqlite-{reader.key}")
+    key = getattr(ctx, "key", "<unnamed>")
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sqlite-{key}")
     try:
         try:
             connection, missing = await loop.run_in_executor(executor, _connect, path, table)
         except sqlite3.Error as exc:
-            raise reader.error("path", f"cannot open database '{path}': {exc}") from exc
+            raise _option_error(ctx, "path", f"cannot open database '{path}': {exc}") from exc
         try:
             if missing:
-                raise reader.error(
-                    "table", f"existing table {table!r} lacks columns {', '.join(missing)}"
+                raise _option_error(
+                    ctx, "table", f"existing table {table!r} lacks columns {', '.join(missing)}"
                 )
             ctx.sqlite = _Database(
                 executor=executor,
                 connection=connection,
-                # `table` was checked to be a plain identifier above, so formatting it in is safe.
+                # Options checked `table` is a plain identifier, so formatting it in is safe.
                 insert=(
                     f'INSERT INTO "{table}" (topic, payload, data, qos, retain, received_at)'  # noqa: S608
                     " VALUES (?, ?, ?, ?, ?, ?)"
