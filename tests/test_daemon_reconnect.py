@@ -25,8 +25,8 @@ from tests.daemon_helpers import (
     run_daemon,
     wait_until,
 )
+from tests.helpers.scripted_broker import ScriptedBroker, ScriptedConnection
 from tests.mosquitto import Mosquitto, MosquittoFactory
-from tests.scripted_broker import ScriptedBroker, ScriptedConnection
 
 _FAST = {"initial_delay": 0.1, "max_delay": 0.3}
 

@@ -11,7 +11,7 @@ import pytest
 from mqtt_collector._exceptions import TransportError
 from mqtt_collector._mqtt.aiomqtt.transport import AiomqttTransport
 from tests.daemon_helpers import WAIT, capture_logging, make_config, records, run_daemon, wait_until
-from tests.fake_broker import FakeBroker, publish_packet
+from tests.helpers.scripted_broker import ScriptedBroker, publish_packet
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -34,7 +34,7 @@ class _Counter:
         self.count += 1
 
 
-def _transport(broker: FakeBroker, protocol: str, counter: _Counter) -> AiomqttTransport:
+def _transport(broker: ScriptedBroker, protocol: str, counter: _Counter) -> AiomqttTransport:
     return AiomqttTransport(
         host="127.0.0.1",
         port=broker.port,
@@ -56,7 +56,7 @@ async def test_malformed_topic_is_skipped_acked_and_logged_once(
 ) -> None:
     """A bad QoS 1 PUBLISH, then a good one: the good one arrives, both are acked, one log line."""
     counter = _Counter()
-    async with FakeBroker() as broker:
+    async with ScriptedBroker() as broker:
         transport = _transport(broker, protocol, counter)
         with capture_logging("info") as logs:
             await transport.connect()
@@ -74,13 +74,13 @@ async def test_malformed_topic_is_skipped_acked_and_logged_once(
         assert len(lines) == 1, logs.text
         assert reason in lines[0]["reason"]
         assert counter.count == 1
-        assert broker.connections == 1
+        assert len(broker.connections) == 1
         assert [line for line in logs.lines() if line["level"] == "error"] == []
 
 
 async def test_malformed_message_is_acked_in_its_turn() -> None:
     """Its PUBACK waits for the messages that arrived before it: acks stay in order."""
-    async with FakeBroker() as broker:
+    async with ScriptedBroker() as broker:
         transport = _transport(broker, "5", _Counter())
         await transport.connect()
         try:
@@ -100,7 +100,7 @@ async def test_malformed_message_is_acked_in_its_turn() -> None:
 
 async def test_a_failed_read_closes_the_socket() -> None:
     """Whatever makes paho's read raise ends the connection: reader removed, socket closed."""
-    async with FakeBroker() as broker:
+    async with ScriptedBroker() as broker:
         transport = _transport(broker, "5", _Counter())
         await transport.connect()
         try:
@@ -128,7 +128,7 @@ async def test_a_failed_read_closes_the_socket() -> None:
 
 async def test_daemon_counts_a_malformed_message_and_goes_on(tmp_path: Path) -> None:
     """The daemon's rejected{reason="malformed"} counts it; the message behind it is processed."""
-    async with FakeBroker() as broker:
+    async with ScriptedBroker() as broker:
         config = make_config(tmp_path, port=broker.port, prefix="p")
         async with run_daemon(config) as daemon:
             await broker.publish(b"p/+", b"1", mid=1)
@@ -139,7 +139,7 @@ async def test_daemon_counts_a_malformed_message_and_goes_on(tmp_path: Path) -> 
                 "mqtt_collector_messages_rejected_total", {"reason": "malformed"}
             )
             assert rejected == 1
-        assert broker.connections == 1
+        assert len(broker.connections) == 1
 
 
 # A v5 PUBLISH paho cannot decode: topic "bad/p", packet id 7, then properties whose
@@ -150,7 +150,7 @@ _UNDECODABLE = b"\x00\x05bad/p" + (7).to_bytes(2, "big") + b"\x02\x7f\x00" + b"b
 async def test_undecodable_publish_is_skipped_and_acked() -> None:
     """A PUBLISH paho cannot decode (bad properties) is acked and skipped; no reconnect."""
     counter = _Counter()
-    async with FakeBroker() as broker:
+    async with ScriptedBroker() as broker:
         transport = _transport(broker, "5", counter)
         with capture_logging("info") as logs:
             await transport.connect()
@@ -169,4 +169,4 @@ async def test_undecodable_publish_is_skipped_and_acked() -> None:
         assert lines[0]["topic"] == "bad/p"
         assert "cannot be decoded" in lines[0]["reason"]
         assert counter.count == 1
-        assert broker.connections == 1
+        assert len(broker.connections) == 1

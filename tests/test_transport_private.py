@@ -19,7 +19,7 @@ from mqtt_collector._exceptions import IncompatibleClientError
 from mqtt_collector._mqtt.aiomqtt.private import ReadGate, check_client, message_queue
 from mqtt_collector._mqtt.aiomqtt.transport import AiomqttTransport
 from tests.daemon_helpers import WAIT, make_config, wait_until, write_config
-from tests.fake_broker import FakeBroker
+from tests.helpers.scripted_broker import ScriptedBroker
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -91,7 +91,7 @@ class TestAssumptions:
 
     async def test_paho_lets_a_message_callback_exception_out_of_loop_read(self) -> None:
         """An exception of on_message comes out of paho's loop_read, for the reader to see."""
-        async with FakeBroker() as broker:
+        async with ScriptedBroker() as broker:
             client = aiomqtt.Client("127.0.0.1", broker.port, protocol=aiomqtt.ProtocolVersion.V5)
             raised = RuntimeError("from the callback")
 

@@ -13,6 +13,16 @@ bounded by ``WAIT`` seconds, so a script waiting for something that never comes 
 
     async with ScriptedBroker(script) as broker:
         ...  # a client connecting to broker.port is answered by script
+
+Without a script it behaves as a broker that accepts everything: it answers CONNECT,
+SUBSCRIBE (granting what was asked) and UNSUBSCRIBE, records the PUBACKs it gets, and sends the
+latest client whatever a test gives it (:func:`publish_packet` builds a PUBLISH, valid or not)::
+
+    async with ScriptedBroker() as broker:
+        ...  # connect a client to broker.port
+        await broker.wait_subscribed()
+        await broker.publish(b"bad/+", b"1", mid=1)
+        assert await broker.wait_pubacks(1) == [1]
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ __all__ = [
     "ScriptedBroker",
     "ScriptedConnection",
     "Subscribe",
+    "publish_packet",
 ]
 
 HOST = "127.0.0.1"
@@ -87,9 +98,25 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
-def _string(text: str) -> bytes:
-    data = text.encode()
+def _string(text: str | bytes) -> bytes:
+    data = text.encode() if isinstance(text, str) else text
     return struct.pack("!H", len(data)) + data
+
+
+def publish_packet(
+    topic: bytes, body: bytes, *, qos: int = 1, mid: int = 1, v5: bool = True, raw: bytes = b""
+) -> bytes:
+    """Return a PUBLISH packet: ``topic`` as given (any bytes), then the body.
+
+    ``raw`` replaces everything after the fixed header when given (a malformed packet).
+    """
+    if raw:
+        return bytes([PUBLISH << 4 | qos << 1]) + _varint(len(raw)) + raw
+    data = _string(topic) + (struct.pack("!H", mid) if qos else b"")
+    if v5:
+        data += _varint(0)  # no properties
+    data += body
+    return bytes([PUBLISH << 4 | qos << 1]) + _varint(len(data)) + data
 
 
 def _read_varint(data: bytes, offset: int) -> tuple[int, int]:
@@ -117,6 +144,7 @@ class ScriptedConnection:
         self._reader = reader
         self._writer = writer
         self.connect: Connect | None = None
+        self.subscribed = asyncio.Event()
         self.closed = asyncio.Event()
 
     @property
@@ -124,26 +152,26 @@ class ScriptedConnection:
         """Whether the client spoke MQTT 5 in its CONNECT (3.1.1 before it has)."""
         return self.connect is not None and self.connect.level == _V5
 
-    async def read(self) -> Packet:
+    async def read(self, *, timeout: float | None = WAIT) -> Packet:
         """Return the next packet from the client, answering PINGREQs on the way.
 
         Raises:
             EOFError: the client closed the connection.
         """
         while True:
-            async with asyncio.timeout(WAIT):
+            async with asyncio.timeout(timeout):
                 try:
                     header = await self._reader.readexactly(1)
+                    length, shift = 0, 0
+                    while True:
+                        byte = (await self._reader.readexactly(1))[0]
+                        length += (byte & 0x7F) << shift
+                        shift += 7
+                        if not byte & 0x80:
+                            break
+                    body = await self._reader.readexactly(length)
                 except asyncio.IncompleteReadError:
                     raise EOFError("the client closed the connection") from None
-                length, shift = 0, 0
-                while True:
-                    byte = (await self._reader.readexactly(1))[0]
-                    length += (byte & 0x7F) << shift
-                    shift += 7
-                    if not byte & 0x80:
-                        break
-                body = await self._reader.readexactly(length)
             packet = Packet(header[0] >> 4, header[0] & 0x0F, body)
             if packet.type == PINGREQ:
                 await self.send(PINGRESP, 0, b"")
@@ -208,8 +236,8 @@ class ScriptedConnection:
         body = struct.pack("!H", mid) + (_varint(0) if self.v5 else b"") + bytes(codes)
         await self.send(SUBACK, 0, body)
 
-    async def publish(self, topic: str, body: bytes, *, mid: int, qos: int = 1) -> None:
-        """Send a PUBLISH (``mid`` is ignored at QoS 0)."""
+    async def publish(self, topic: str | bytes, body: bytes, *, mid: int, qos: int = 1) -> None:
+        """Send a PUBLISH (``mid`` is ignored at QoS 0); a bytes ``topic`` is sent as it is."""
         data = _string(topic) + (struct.pack("!H", mid) if qos else b"")
         if self.v5:
             data += _varint(0)
@@ -235,7 +263,11 @@ class ScriptedConnection:
 
     async def send(self, kind: int, flags: int, body: bytes) -> None:
         """Send one packet."""
-        self._writer.write(bytes([kind << 4 | flags]) + _varint(len(body)) + body)
+        await self.send_raw(bytes([kind << 4 | flags]) + _varint(len(body)) + body)
+
+    async def send_raw(self, data: bytes) -> None:
+        """Send ``data`` as it is (one packet or several, valid or not)."""
+        self._writer.write(data)
         with contextlib.suppress(ConnectionError):
             await self._writer.drain()
 
@@ -255,16 +287,22 @@ class ScriptedBroker:
     """A TCP server on a free 127.0.0.1 port running ``script`` for each connection.
 
     ``connections`` lists every connection accepted so far. A script that raises fails the
-    test at exit (except when the client went away: EOFError, ConnectionError).
+    test at exit (except when the client went away: EOFError, ConnectionError). Without a
+    script, every connection is served by :meth:`accept_everything`, and ``pubacks`` lists the
+    packet identifiers of the PUBACKs received, in order, on any connection.
     """
 
-    def __init__(self, script: Callable[[ScriptedConnection], Awaitable[None]]) -> None:
+    def __init__(
+        self, script: Callable[[ScriptedConnection], Awaitable[None]] | None = None
+    ) -> None:
         """Prepare the broker; it listens inside ``async with``."""
-        self._script = script
+        self._script = self.accept_everything if script is None else script
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._errors: list[BaseException] = []
+        self._changed = asyncio.Event()
         self.connections: list[ScriptedConnection] = []
+        self.pubacks: list[int] = []
         self.port = 0
 
     async def __aenter__(self) -> Self:
@@ -289,9 +327,67 @@ class ScriptedBroker:
         if self._errors and exc is None:
             raise self._errors[0]
 
+    async def accept_everything(self, conn: ScriptedConnection) -> None:
+        """The script of a broker that accepts everything and records the PUBACKs."""
+        await conn.read_connect()
+        await conn.connack()
+        while True:
+            packet = await conn.read(timeout=None)
+            if packet.type == SUBSCRIBE:
+                request = conn._subscribe(packet.body)
+                await conn.suback(request.mid, [qos for _, qos in request.filters])
+                conn.subscribed.set()
+            elif packet.type == UNSUBSCRIBE:
+                reasons = b"\x00\x00" if conn.v5 else b""  # no properties, success
+                await conn.send(UNSUBACK, 0, packet.body[:2] + reasons)
+            elif packet.type == PUBACK:
+                (mid,) = struct.unpack_from("!H", packet.body, 0)
+                self.pubacks.append(mid)
+            elif packet.type == DISCONNECT:
+                return
+            self._changed.set()
+
+    @property
+    def connection(self) -> ScriptedConnection:
+        """The latest connection."""
+        assert self.connections, "no client has connected"
+        return self.connections[-1]
+
+    async def wait_subscribed(self) -> None:
+        """Wait until the latest connection has subscribed."""
+        async with asyncio.timeout(WAIT):
+            while not self.connections:
+                await self._wait_change()
+            await self.connection.subscribed.wait()
+
+    async def wait_closed(self) -> None:
+        """Wait until the latest connection has ended."""
+        async with asyncio.timeout(WAIT):
+            await self.connection.closed.wait()
+
+    async def wait_pubacks(self, count: int) -> list[int]:
+        """Wait until ``count`` PUBACKs have come; return their packet identifiers."""
+        async with asyncio.timeout(WAIT):
+            while len(self.pubacks) < count:
+                await self._wait_change()
+        return self.pubacks
+
+    async def send(self, data: bytes) -> None:
+        """Send ``data`` as it is to the client on the latest connection."""
+        await self.connection.send_raw(data)
+
+    async def publish(self, topic: str | bytes, body: bytes, *, qos: int = 1, mid: int = 1) -> None:
+        """Send a PUBLISH to the latest connection, as its protocol encodes it."""
+        await self.connection.publish(topic, body, mid=mid, qos=qos)
+
+    async def _wait_change(self) -> None:
+        self._changed.clear()
+        await self._changed.wait()
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         connection = ScriptedConnection(reader, writer)
         self.connections.append(connection)
+        self._changed.set()
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
@@ -302,6 +398,8 @@ class ScriptedBroker:
         except Exception as exc:  # noqa: BLE001 - reported at exit, to fail the test
             self._errors.append(exc)
         finally:
+            connection.closed.set()
+            self._changed.set()
             self._tasks.discard(task)
             writer.close()
             with contextlib.suppress(ConnectionError):
