@@ -236,6 +236,63 @@ class TestTimeout:
         assert result == Ok(None)
 
 
+class TestAbandoned:
+    """event.abandoned says the shutdown gave up on a payload, and nothing else."""
+
+    async def test_abandoned_marks_work_cut_off_by_the_drain_timeout(self) -> None:
+        """The hung payload and the queued ones are abandoned; the finished one is not."""
+        gate = Gate()  # never released: the processor hangs
+        queue = CollectorQueue([Collector("c", gate)], min_consumers=1, max_consumers=1)
+        await queue.init_queue()
+        publisher = queue.get_publisher()
+        done = await publisher.send(Payload("done"))
+        hung = await publisher.send(Payload("block"))
+        await asyncio.wait_for(gate.started.wait(), TIMEOUT)
+        queued = await publisher.send(Payload("queued"))
+        await asyncio.wait_for(queue.shut_down_queue(timeout=0.05), TIMEOUT)
+        assert firsts([done]) == [Ok("done")]
+        assert [done.abandoned, hung.abandoned, queued.abandoned] == [False, True, True]
+
+    @pytest.mark.parametrize("max_consumers", [1, 2])
+    async def test_abandoned_marks_fanned_out_payload_cut_off(self, max_consumers: int) -> None:
+        """A payload for two collectors, one of them cut off, is abandoned."""
+        gate = Gate()
+        collectors = [Collector("hung", gate, topics=["t"]), Collector("fast", echo, topics=["t"])]
+        queue = CollectorQueue(collectors, min_consumers=1, max_consumers=max_consumers)
+        await queue.init_queue()
+        event = await queue.get_publisher().send(
+            Payload("block", delivery=Delivery.TOPIC, topics=["t"])
+        )
+        await asyncio.wait_for(gate.started.wait(), TIMEOUT)
+        await asyncio.wait_for(queue.shut_down_queue(timeout=0.05), TIMEOUT)
+        assert event.done()
+        assert event.abandoned
+
+    async def test_abandoned_not_set_by_a_processors_own_cancellederror_in_the_drain(
+        self,
+    ) -> None:
+        """A CancelledError a processor raises itself while the queue drains is its failure."""
+        gate = Gate()
+
+        async def cancels(payload: Payload[Any], ctx: Context) -> Result:
+            await gate(payload, ctx)
+            raise asyncio.CancelledError
+
+        queue = CollectorQueue([Collector("c", cancels)], min_consumers=1, max_consumers=1)
+        await queue.init_queue()
+        event = await queue.get_publisher().send(Payload("block"))
+        await asyncio.wait_for(gate.started.wait(), TIMEOUT)
+        shutdown = asyncio.create_task(queue.shut_down_queue(timeout=TIMEOUT))
+        await asyncio.sleep(0)
+        assert not queue.running
+        gate.release.set()
+        await asyncio.wait_for(shutdown, TIMEOUT + 1)
+        result = (await event.wait(timeout=TIMEOUT)).first()
+        assert isinstance(result, Error)
+        assert isinstance(result.exception, asyncio.CancelledError)
+        assert not event.abandoned
+
+
 class TestSendWhenNotRunning:
     """send() refuses payloads outside init..shutdown."""
 

@@ -26,9 +26,14 @@ class CollectorEvent:
     ``await event.wait()`` waits for it. The queue always resolves an event, even at
     shutdown (with Error results for payloads it could not process), so ``wait()``
     never hangs past the queue's life.
+
+    ``abandoned`` is True when the shutdown gave up on the payload (its drain timed out, or
+    it was still queued when the queue closed): some collector never finished it, and its
+    Error results say so. A processor's own failure, even a CancelledError it raised, is
+    never abandonment.
     """
 
-    __slots__ = ("_callbacks", "_result", "_waiters", "payload")
+    __slots__ = ("_callbacks", "_result", "_waiters", "abandoned", "payload")
 
     def __init__(self, payload: Payload[Any]) -> None:
         """Track the outcome of ``payload``."""
@@ -38,6 +43,7 @@ class CollectorEvent:
         self._result: ResultList | Result | None = None
         self._waiters: list[asyncio.Future[None]] | None = None
         self._callbacks: list[Callable[[CollectorEvent], object]] | None = None
+        self.abandoned = False
 
     def done(self) -> bool:
         """Return True once the results are in."""

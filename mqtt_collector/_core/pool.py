@@ -43,6 +43,11 @@ class _Fanout:
         self.remaining = count
         self.results: list[Result] = [_PENDING] * count
 
+    def abandon(self, index: int, exc: BaseException) -> None:
+        """Record that the shutdown gave up on delivery ``index``."""
+        self.event.abandoned = True
+        self.record(index, Error(exc))
+
     def record(self, index: int, result: Result) -> None:
         self.results[index] = result
         self.remaining -= 1
@@ -179,9 +184,11 @@ class Pool:
         """Resolve every payload no consumer will run, and fail every waiting sender."""
         while self.fanout:
             fan, index, _ = self.fanout.popleft()
-            fan.record(index, Error(abandoned))
+            fan.abandon(index, abandoned)
         while self.buffer:
-            self.buffer.pop()._resolve(Error(abandoned))  # noqa: SLF001
+            event = self.buffer.pop()
+            event.abandoned = True
+            event._resolve(Error(abandoned))  # noqa: SLF001
         while self.putters:
             putter = self.putters.popleft()
             if not putter.done():
@@ -324,8 +331,9 @@ class Pool:
         except asyncio.CancelledError as exc:
             # Cancelled mid-delivery (shutdown gave up waiting): resolve what we held.
             if fan is not None:
-                fan.record(index, Error(exc))
-            elif event is not None:
+                fan.abandon(index, exc)
+            elif event is not None and not event.done():
+                event.abandoned = True
                 event._resolve(Error(exc))  # noqa: SLF001
             raise
         finally:
