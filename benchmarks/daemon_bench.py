@@ -149,7 +149,7 @@ logging: {{level: warning}}
     # The last collector has returned; its ack (in order, after all others) goes out now.
     await asyncio.sleep(0)
     elapsed = time.perf_counter() - start
-    assert not len(running.acker), "acks still pending"
+    assert not running.transport.unacked(), "acks still pending"
     running.stop()
     await task
     return elapsed

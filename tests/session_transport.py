@@ -7,17 +7,21 @@ acked on the connection it was sent by, and comes again, in order, on the next c
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from types import MappingProxyType
 
 from mqtt_collector._exceptions import TransportError
+from mqtt_collector._mqtt.ack_order import AckOrder
 from mqtt_collector._mqtt.transport import Inbound
 
 __all__ = ["SessionTransport"]
 
 
 class SessionTransport:
-    """A Transport whose broker is a list: ``send()`` puts a message in, ``ack()`` takes it out.
+    """A Transport whose broker is a list: ``send()`` puts a message in, its ack takes it out.
+
+    Acks go out in arrival order, per connection, through the same ``AckOrder`` ledger as
+    the real transport's.
 
     ``refuse`` makes every ``publish()`` raise it (a dead letter the broker refuses), until
     set to None. ``refuse_filters`` are answered with SUBACK code 0x87 (not authorized).
@@ -38,6 +42,8 @@ class SessionTransport:
         self._connected = False
         self._inbox: asyncio.Queue[Inbound | None] = asyncio.Queue()
         self._mid = 0
+        self._ledger = AckOrder(self._send_ack)
+        self._bodies: dict[int, bytes] = {}  # mid -> body, of the messages in the ledger
 
     @property
     def connection(self) -> int:
@@ -53,6 +59,8 @@ class SessionTransport:
         """Open a new connection; the session's unacked messages come again first."""
         self._connection += 1
         self._connected = True
+        self._ledger.reset(self._connection)
+        self._bodies.clear()
         self._inbox = asyncio.Queue()
         for mid, topic, body in self.session:
             self._inbox.put_nowait(self._inbound(mid, topic, body))
@@ -79,14 +87,42 @@ class SessionTransport:
             if inbound is None:
                 raise TransportError("connection lost: disconnected")
             self.delivered.append((inbound.connection, inbound.body))
+            if inbound.connection == self._ledger.connection:
+                self._bodies[inbound.mid] = inbound.body
+                self._ledger.arrived(inbound.mid, inbound.qos)
             yield inbound
 
+    @property
+    def on_ack(self) -> Callable[[], object] | None:
+        """Called for each ack sent."""
+        return self._ledger.on_ack
+
+    @on_ack.setter
+    def on_ack(self, hook: Callable[[], object] | None) -> None:
+        self._ledger.on_ack = hook
+
     def ack(self, message: Inbound) -> None:
-        """Take ``message`` out of the session if it came by the live connection."""
-        if not self._connected or message.connection != self._connection:
+        """Ack ``message`` in its turn, if it came by the current connection."""
+        self._ledger.settle(message.connection, message.mid, ack=True)
+
+    def hold(self, message: Inbound) -> None:
+        """Never ack ``message`` on this connection (nor anything after it)."""
+        self._ledger.settle(message.connection, message.mid, ack=False)
+
+    def unacked(self) -> int:
+        """Return how many messages of this connection await their ack."""
+        return len(self._ledger)
+
+    def blocked(self) -> bool:
+        """Whether acks are stuck behind a held message on the live connection."""
+        return self._connected and self._ledger.blocked()
+
+    def _send_ack(self, mid: int, qos: int) -> None:
+        """The broker takes message ``mid`` out of the session (if still connected)."""
+        if not self._connected:
             return
-        self.session = [entry for entry in self.session if entry[0] != message.mid]
-        self.acked.append(message.body)
+        self.session = [entry for entry in self.session if entry[0] != mid]
+        self.acked.append(self._bodies.pop(mid))
 
     async def publish(
         self,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -46,6 +46,7 @@ class _Unreachable:
 
     connection = 0
     connected = False
+    on_ack: Callable[[], object] | None = None
 
     async def connect(self) -> ConnectionInfo | None:
         raise TransportError("nobody there")
@@ -64,6 +65,15 @@ class _Unreachable:
 
     def ack(self, message: Inbound) -> None:
         raise AssertionError("never connected")
+
+    def hold(self, message: Inbound) -> None:
+        raise AssertionError("never connected")
+
+    def unacked(self) -> int:
+        return 0
+
+    def blocked(self) -> bool:
+        return False
 
     async def publish(
         self, topic: str, body: bytes, *, qos: int, user_properties: Sequence[tuple[str, str]] = ()

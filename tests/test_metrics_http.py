@@ -68,7 +68,7 @@ async def test_metrics_count_received_acked_and_deliveries(
             for index in range(3):
                 publisher.publish_json(f"{topic_prefix}/m", index)
         await wait_until(lambda: len(records(daemon)) == 3, what="3 messages")
-        await wait_until(lambda: len(daemon.acker) == 0, what="the acks")
+        await wait_until(lambda: daemon.transport.unacked() == 0, what="the acks")
         status, text = await _fetch(port, "/metrics")
     assert status == 200
     assert _sample(text, "mqtt_collector_messages_received_total") == 3

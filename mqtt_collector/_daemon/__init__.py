@@ -1,1 +1,1 @@
-"""The daemon: transport, mapper, collector queue and acker, with error policy and metrics."""
+"""The daemon: transport, mapper and collector queue, with error policy and metrics."""

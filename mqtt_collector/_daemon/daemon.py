@@ -14,7 +14,6 @@ from mqtt_collector._config.broker import Protocol
 from mqtt_collector._core.event import CollectorEvent
 from mqtt_collector._core.queue import CollectorQueue
 from mqtt_collector._core.result import Error
-from mqtt_collector._daemon.acker import Acker, Ticket
 from mqtt_collector._daemon.mapper import Mapper, MappingError
 from mqtt_collector._daemon.metrics import Metrics, MetricsServer
 from mqtt_collector._daemon.notify import notify
@@ -27,7 +26,7 @@ from mqtt_collector._daemon.wiring import (
     overlapping_filters,
     queue_type,
 )
-from mqtt_collector._exceptions import IncompatibleClientError, QueueShutDownError, TransportError
+from mqtt_collector._exceptions import IncompatibleClientError, TransportError
 from mqtt_collector._mqtt.transport import ConnectError, suback_reason
 
 if TYPE_CHECKING:
@@ -58,7 +57,7 @@ class Daemon:
             config, on_malformed=self.metrics.rejected.labels("malformed").inc
         )
         self.mapper = Mapper(build_routes(config), default_priority=config.queue.default_priority)
-        self.acker = Acker(self.transport, on_ack=self.metrics.acked.inc)
+        self.transport.on_ack = self.metrics.acked.inc
         q = config.queue
         self.queue = CollectorQueue(
             build_collectors(config, publish=self._publish, on_outcome=self.metrics.outcome),
@@ -70,7 +69,7 @@ class Daemon:
         )
         self.metrics.queued.set_function(self.queue.qsize)
         self.metrics.consumers.set_function(lambda: self.queue.consumers)
-        self.metrics.unacked.set_function(lambda: len(self.acker))
+        self.metrics.unacked.set_function(self.transport.unacked)
         self._filters = build_filters(config)
         self._stopping: asyncio.Event | None = None
         self._stop_requested = False
@@ -552,7 +551,6 @@ class Daemon:
         """Map one message and queue it; ack at once what will never reach a collector."""
         self.metrics.received.inc()
         self._received += 1
-        ticket = self.acker.track(inbound)
         try:
             payload = self.mapper.map(inbound)
         except MappingError as exc:
@@ -563,18 +561,16 @@ class Daemon:
                 reason=str(exc),
                 size=len(inbound.body),
             )
-            if ticket is not None:
-                self.acker.done(ticket)
+            self.transport.ack(inbound)
             return
         if payload is None:
             self.metrics.rejected.labels("unrouted").inc()
             self._unrouted(inbound.topic)
-            if ticket is not None:
-                self.acker.done(ticket)
+            self.transport.ack(inbound)
             return
         event = await self.queue.get_publisher().send(payload)
-        if ticket is not None:
-            event.add_done_callback(functools.partial(self._settled, ticket))
+        if inbound.qos:
+            event.add_done_callback(functools.partial(self._settled, inbound))
 
     def _unrouted(self, topic: str) -> None:
         """Log a message no subscription matches: a warning, sampled; debug otherwise.
@@ -612,30 +608,31 @@ class Daemon:
             hint=hint,
         )
 
-    def _settled(self, ticket: Ticket, event: CollectorEvent) -> None:
+    def _settled(self, inbound: Inbound, event: CollectorEvent) -> None:
         """Ack a message once its collectors are done, or hold it for the broker to resend.
 
         Held (never acked): a message whose dead letter did not get through (the error policy
-        says so with UnacknowledgedError), and work the shutdown gave up on. Any other Error
-        the error policy handled is acked like a success. Acks go in arrival order, so a held
-        message holds every later one on its connection too; once nothing before it is left
-        to ack, the daemon reconnects so the broker sends them all again soon.
+        says so with UnacknowledgedError), and work the shutdown gave up on (the queue says
+        so: ``event.abandoned``). Any other Error the error policy handled is acked like a
+        success. The transport's ledger sends acks in arrival order, so a held message holds
+        every later one on its connection too; once nothing before it is left to ack, the
+        daemon reconnects so the broker sends them all again soon.
         """
-        running = self.queue.running
-        if running and not self._may_hold:
-            self.acker.done(ticket)
+        if event.abandoned:
+            self.transport.hold(inbound)
+            return
+        if not self._may_hold:
+            self.transport.ack(inbound)
             return
         results = event.get_result()
         held = results is not None and any(
-            isinstance(r, Error)
-            and (
-                isinstance(r.exception, UnacknowledgedError)
-                or (not running and isinstance(r.exception, _ABANDONED))
-            )
-            for r in results
+            isinstance(r, Error) and isinstance(r.exception, UnacknowledgedError) for r in results
         )
-        self.acker.done(ticket, ack=not held)
-        if running:
+        if held:
+            self.transport.hold(inbound)
+        else:
+            self.transport.ack(inbound)
+        if self.queue.running:
             self._redeliver_when_blocked()
 
     def _redeliver_when_blocked(self) -> None:
@@ -644,15 +641,14 @@ class Daemon:
         Nothing more would be acked on it: flow control would soon stop reading, for good.
         On the new connection the broker sends every unacked message again, in order.
         """
-        blocked = self.acker.blocked()
         transport = self.transport
-        if not blocked or blocked != transport.connection or not transport.connected:
+        if not transport.blocked():
             return
         if self._redelivery is not None and not self._redelivery.done():
             return
         logger.warning(
             "reconnecting to have the unacknowledged messages sent again",
-            unacked=len(self.acker),
+            unacked=transport.unacked(),
         )
         self._redelivery = asyncio.get_running_loop().create_task(
             transport.disconnect(), name="mqtt-redelivery"
@@ -701,8 +697,6 @@ _SHARE = "$share/"
 _SUBACK_TIMEOUT = 10.0
 # SUBACK codes from this one up are failures (MQTT 5 §3.9.3; 3.1.1 has 0x80 alone).
 _SUBACK_FAILURE = 0x80
-# What a result's exception is when the shutdown gave up on its payload.
-_ABANDONED = (QueueShutDownError, asyncio.CancelledError)
 
 
 def _is_power(count: int, base: int) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -127,8 +127,32 @@ class Transport(Protocol):
         """Yield messages as they arrive; raise TransportError when the connection is lost."""
         ...
 
+    on_ack: Callable[[], object] | None
+    """Called for each ack of a message ``messages()`` yielded (the daemon counts them)."""
+
     def ack(self, message: Inbound) -> None:
-        """Acknowledge a QoS 1/2 message, if it arrived on the current connection."""
+        """Settle a QoS 1/2 message as processed: acked once every earlier one is.
+
+        Acks go out in arrival order and only on the connection the message came by (an
+        ``AckOrder`` keeps that ledger); a message of an earlier connection is left alone,
+        and a QoS 0 message has no ack.
+        """
+        ...
+
+    def hold(self, message: Inbound) -> None:
+        """Settle a QoS 1/2 message as never to be acked on this connection.
+
+        Nothing after it is acked either (acks go in order): only a new connection, on
+        which the broker sends them all again, gets them through.
+        """
+        ...
+
+    def unacked(self) -> int:
+        """Return how many QoS 1/2 messages of this connection await their ack."""
+        ...
+
+    def blocked(self) -> bool:
+        """Whether the connection is up and its acks are stuck behind a held message."""
         ...
 
     async def publish(

@@ -133,7 +133,7 @@ def message_queue(client: aiomqtt.Client) -> asyncio.Queue[Any]:
 def intercept_messages(
     client: aiomqtt.Client,
     *,
-    accepted: Callable[[int], None],
+    accepted: Callable[[int, int], None],
     rejected: Callable[[int, int, str, str], None],
 ) -> None:
     """Catch what aiomqtt's message callback raises, instead of letting paho's read fail.
@@ -141,7 +141,7 @@ def intercept_messages(
     aiomqtt refuses a topic that is not UTF-8 or holds a wildcard by raising inside
     paho's read, which leaves paho handling the same half-read packet on every read.
     Each message goes through aiomqtt's callback (public paho API: ``on_message``) as
-    before; ``accepted(qos)`` follows each one it took, ``rejected(mid, qos, topic,
+    before; ``accepted(mid, qos)`` follows each one it took, ``rejected(mid, qos, topic,
     reason)`` each one it refused (the topic as text, or as the repr of its bytes).
     Call before connecting.
     """
@@ -156,7 +156,7 @@ def intercept_messages(
         except Exception as exc:  # noqa: BLE001 - whatever aiomqtt refuses is skipped
             rejected(message.mid, message.qos, *_refusal(message, exc))
         else:
-            accepted(message.qos)
+            accepted(message.mid, message.qos)
 
     inner.on_message = on_message
 

@@ -9,7 +9,6 @@ import logging
 import math
 import socket
 import ssl
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
@@ -22,6 +21,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from mqtt_collector._exceptions import PublishRefusedError, TransportError
+from mqtt_collector._mqtt.ack_order import AckOrder
 from mqtt_collector._mqtt.aiomqtt.private import (
     ReadGate,
     check_client,
@@ -92,8 +92,11 @@ class AiomqttTransport:
     """An MQTT connection through aiomqtt, acking QoS 1/2 messages only when told to.
 
     A new aiomqtt client is made for each connection, so nothing of a lost connection
-    (packet ids, unacked messages) leaks into the next one. It stops reading the socket
-    while ``receive_maximum`` messages await their ack, whatever the broker does:
+    (packet ids, unacked messages) leaks into the next one. Every QoS 1/2 message joins
+    the connection's ``AckOrder`` as it arrives (a malformed one skipped joins it already
+    settled), and acks go out in that order. It stops reading the socket while
+    ``receive_maximum`` messages are held (read and not yet handed out, or handed out and
+    not yet acked), whatever the broker does:
     Mosquitto 2.0.11, for one, stops honouring Receive Maximum (and its own
     ``max_inflight_messages``) once acks flow, and would flood a slow daemon.
     """
@@ -139,9 +142,10 @@ class AiomqttTransport:
         self._client: aiomqtt.Client | None = None
         self._connection = 0
         self._gate: ReadGate | None = None
-        self._unacked = 0  # QoS 1/2 messages yielded on this connection and not yet acked
+        self._ledger = AckOrder(self._send_ack)
+        self._acking: aiomqtt.Client | None = None  # the client acks go out by
+        self._unread = 0  # QoS 1/2 messages in the ledger not yet handed out
         self._on_malformed = on_malformed
-        self._skipped = _Skipped(None, None)
         self._max_packet_size = max_packet_size
         self._publisher = PublishConnection(
             functools.partial(self._make_client, publisher=True), timeout=connect_timeout
@@ -197,9 +201,38 @@ class AiomqttTransport:
             return client
         enable_manual_ack(client)
         check_client(client)
-        skipped = self._skipped = _Skipped(client, self._on_malformed)
-        intercept_messages(client, accepted=skipped.accepted, rejected=skipped.skip)
+        intercept_messages(client, accepted=self._arrived, rejected=self._skip)
         return client
+
+    @property
+    def on_ack(self) -> Callable[[], object] | None:
+        """Called for each ack of a message ``messages()`` yielded (for a counter)."""
+        return self._ledger.on_ack
+
+    @on_ack.setter
+    def on_ack(self, hook: Callable[[], object] | None) -> None:
+        self._ledger.on_ack = hook
+
+    def _arrived(self, mid: int, qos: int) -> None:
+        """Note a message aiomqtt took (it waits in aiomqtt's queue for ``messages()``)."""
+        if qos:
+            self._ledger.arrived(mid, qos)
+            self._unread += 1
+
+    def _skip(self, mid: int, qos: int, topic: str, reason: str) -> None:
+        """Log and count a malformed message; it is acked in its turn."""
+        logger.warning("malformed message skipped", topic=topic, reason=reason, qos=qos)
+        if self._on_malformed is not None:
+            self._on_malformed()
+        if qos:
+            self._ledger.skipped(mid, qos)
+
+    def _send_ack(self, mid: int, qos: int) -> None:
+        client = self._acking  # set from the CONNECT on: a skipped message may come first
+        if client is None:
+            return
+        with contextlib.suppress(TransportError):  # the connection is going: it will resend
+            send_ack(client, mid, qos)
 
     async def connect(self) -> ConnectionInfo:
         """Connect (a new client each time); raise TransportError if that fails.
@@ -222,18 +255,20 @@ class AiomqttTransport:
         except (OSError, ssl.SSLError, ValueError) as exc:
             raise TransportError(f"cannot set up the connection: {exc}") from exc
         watch_connection(client, on_connack=connack, on_disconnect=disconnected)
+        # A resumed session's messages may come right behind the CONNACK, before
+        # __aenter__ returns: they belong to the new connection's ledger.
+        self._ledger.reset(self._connection + 1)
+        self._unread = 0
+        self._acking = client
         try:
             await client.__aenter__()
         except aiomqtt.MqttError as exc:
+            self._acking = None
             close_socket(client)  # left open, and read, when no CONNACK came
             raise self._connect_error(exc) from exc
         self._client = client
         self._connection += 1
-        self._unacked = 0
-        backlog = message_queue(client)
-        limit = self._receive_maximum
-        # Read but not yet handed out, plus handed out and not yet acked.
-        self._gate = ReadGate(client, full=lambda: backlog.qsize() + self._unacked >= limit)
+        self._gate = ReadGate(client, full=self._full)
         return info
 
     def _connect_error(self, exc: aiomqtt.MqttError) -> ConnectError:
@@ -296,8 +331,8 @@ class AiomqttTransport:
             else:
                 message = queue.get_nowait()
             body = message.payload
-            if message.qos > 0:
-                self._unacked += 1
+            if message.qos:
+                self._unread -= 1
             else:
                 self._maybe_resume()
             yield Inbound(
@@ -311,26 +346,40 @@ class AiomqttTransport:
             )
 
     def ack(self, message: Inbound) -> None:
-        """Acknowledge ``message`` if it arrived on the current, live connection."""
-        client = self._client
-        if client is None or message.connection != self._connection or message.qos == 0:
-            return
-        with contextlib.suppress(TransportError):  # the connection is going: it will resend
-            send_ack(client, message.mid, message.qos)
-        self._unacked -= 1
-        self._skipped.acked_one()
-        self._maybe_resume()
+        """Acknowledge ``message`` once every earlier one of its connection is (QoS 1/2)."""
+        if message.qos:
+            self._ledger.settle(message.connection, message.mid, ack=True)
+            self._maybe_resume()
+
+    def hold(self, message: Inbound) -> None:
+        """Never acknowledge ``message`` on this connection, nor anything after it."""
+        if message.qos:
+            self._ledger.settle(message.connection, message.mid, ack=False)
+
+    def unacked(self) -> int:
+        """Return how many QoS 1/2 messages of this connection await their ack."""
+        return len(self._ledger)
+
+    def blocked(self) -> bool:
+        """Whether acks on this connection are stuck behind a held message."""
+        return self._client is not None and self._ledger.blocked()
 
     def _held_open(self) -> contextlib.AbstractContextManager[None]:
         # The broker's answer must be read even while the daemon holds all it may.
         gate = self._gate
         return contextlib.nullcontext() if gate is None else gate.held_open()
 
+    def _full(self) -> bool:
+        """Whether ``receive_maximum`` messages are held: read, or handed out and not acked."""
+        client = self._client
+        if client is None:
+            return False
+        held = message_queue(client).qsize() + len(self._ledger) - self._unread
+        return held >= self._receive_maximum
+
     def _maybe_resume(self) -> None:
-        gate, client = self._gate, self._client
-        if gate is None or client is None or not gate.paused:
-            return
-        if message_queue(client).qsize() + self._unacked < self._receive_maximum:
+        gate = self._gate
+        if gate is not None and gate.paused and not self._full():
             gate.resume()
 
     async def publish(
@@ -364,6 +413,7 @@ class AiomqttTransport:
         which the broker will send again anyway.
         """
         client, self._client = self._client, None
+        self._acking = None
         if self._gate is not None:
             # Reading again lets the disconnect see the broker's answer.
             self._gate.resume()
@@ -403,54 +453,6 @@ def _keepalive_options(keepalive: int) -> list[tuple[int, int, int]]:
         if option is not None:
             options.append((socket.IPPROTO_TCP, option, value))
     return options
-
-
-class _Skipped:
-    """The malformed messages of one connection: logged, counted, and acked in their turn.
-
-    Acking a malformed message lets the ones behind it flow; closing the connection
-    instead would not help, as the broker would send it again first. The daemon acks in
-    arrival order, so a skipped message is acked once every well-formed QoS 1/2 message
-    that arrived before it has been.
-    """
-
-    __slots__ = ("_acked", "_arrived", "_client", "_on_malformed", "_waiting")
-
-    def __init__(
-        self, client: aiomqtt.Client | None, on_malformed: Callable[[], object] | None
-    ) -> None:
-        self._client = client
-        self._on_malformed = on_malformed
-        self._arrived = 0  # well-formed QoS 1/2 messages received
-        self._acked = 0  # of those, acked
-        self._waiting: deque[tuple[int, int, int]] = deque()  # (arrived before it, mid, qos)
-
-    def accepted(self, qos: int) -> None:
-        """Count a well-formed message."""
-        if qos:
-            self._arrived += 1
-
-    def skip(self, mid: int, qos: int, topic: str, reason: str) -> None:
-        """Log and count a malformed message, and ack it in its turn."""
-        logger.warning("malformed message skipped", topic=topic, reason=reason, qos=qos)
-        if self._on_malformed is not None:
-            self._on_malformed()
-        if qos:
-            self._waiting.append((self._arrived, mid, qos))
-            self._ack_due()
-
-    def acked_one(self) -> None:
-        """Note that the next well-formed message was acked."""
-        self._acked += 1
-        if self._waiting:
-            self._ack_due()
-
-    def _ack_due(self) -> None:
-        waiting, client = self._waiting, self._client
-        while client is not None and waiting and waiting[0][0] <= self._acked:
-            _, mid, qos = waiting.popleft()
-            with contextlib.suppress(TransportError):  # the connection is going: it will resend
-                send_ack(client, mid, qos)
 
 
 def _code(code: object) -> int:
