@@ -19,6 +19,7 @@ from mqtt_collector import (
     QueueType,
     Result,
     ResultList,
+    Router,
     SimpleRouter,
 )
 
@@ -300,3 +301,43 @@ async def test_queue_never_configures_logging() -> None:
         assert logger.handlers == []
         assert logger.propagate is True
         assert logger.level == logging.NOTSET
+
+
+class TestSelectionHook:
+    """A router may implement only ``select``: the queue's consumers run its deliveries."""
+
+    async def test_select_hook_of_a_custom_router_chooses_the_collectors(self) -> None:
+        """A Router subclass with only ``select`` gets each payload to the collectors it picks."""
+
+        class Odd(Router):
+            def select(self, payload: Payload[Any]) -> list[Collector]:
+                # Every payload is BROADCAST: the pool must not take its own shortcut.
+                return [self.collectors["odd" if payload.value % 2 else "even"]]
+
+        async def odd(payload: Payload[Any], ctx: Context) -> Result:
+            return Ok(("odd", payload.value))
+
+        async def even(payload: Payload[Any], ctx: Context) -> Result:
+            return Ok(("even", payload.value))
+
+        collectors = [Collector("odd", odd), Collector("even", even)]
+        async with CollectorQueue(collectors, router=Odd) as queue:
+            events = [await queue.get_publisher().send(Payload(i)) for i in range(4)]
+            results = [(await e.wait(timeout=TIMEOUT)).first() for e in events]
+        assert results == [Ok(("even", 0)), Ok(("odd", 1)), Ok(("even", 2)), Ok(("odd", 3))]
+
+    async def test_select_hook_ignored_when_handle_event_is_overridden(self) -> None:
+        """A router overriding ``handle_event`` is awaited for each payload, select or not."""
+
+        class Own(SimpleRouter):
+            async def handle_event(self, payload: Payload[Any]) -> ResultList:
+                return ResultList([Ok("own")])
+
+        async with CollectorQueue([Collector("c", echo_value)], router=Own) as queue:
+            event = await queue.get_publisher().send(Payload(1))
+            assert (await event.wait(timeout=TIMEOUT)).first() == Ok("own")
+
+
+async def echo_value(payload: Payload[Any], ctx: Context) -> Result:
+    """Return the payload's value."""
+    return Ok(payload.value)

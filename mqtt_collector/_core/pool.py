@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from mqtt_collector._core.payload import Delivery
 from mqtt_collector._core.result import Error, Ok, Result, ResultList
-from mqtt_collector._core.router import SimpleRouter
+from mqtt_collector._core.router import Router, SimpleRouter
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from mqtt_collector._core.collector import Collector
     from mqtt_collector._core.event import CollectorEvent
     from mqtt_collector._core.payload import Payload
-    from mqtt_collector._core.router import Router
 
 __all__ = ["Pool"]
 
@@ -84,14 +83,11 @@ class Pool:
         self.max = max_consumers
         self.maxsize = maxsize
         self.idle_timeout = idle_timeout
-        # SimpleRouter's choice is a plain function call; the consumer then runs the
-        # deliveries itself. A router that overrides handle_event is awaited instead.
-        self.select = (
-            router.select
-            if isinstance(router, SimpleRouter)
-            and type(router).handle_event is SimpleRouter.handle_event
-            else None
-        )
+        # The router's selection hook is a plain function call; the consumer then runs
+        # the deliveries itself. A router that overrides handle_event is awaited instead.
+        self.select = router.select if type(router).handle_event is Router.handle_event else None
+        # SimpleRouter's own choice (not an override of it) is inlined in consume().
+        self.inline = type(router).select is SimpleRouter.select
         self.fanout: deque[tuple[_Fanout, int, Collector]] = deque()
         self.getters: deque[asyncio.Future[object]] = deque()
         self.putters: deque[asyncio.Future[None]] = deque()
@@ -231,7 +227,7 @@ class Pool:
         me = asyncio.current_task()
         assert me is not None  # consume() only ever runs as a task
         buffer, fanout, select, putters = self.buffer, self.fanout, self.select, self.putters
-        router = self.router
+        router, inline = self.router, self.inline
         by_topic = router.by_topic
         every = tuple(router.collectors.values())
         handled = 0
@@ -268,8 +264,14 @@ class Pool:
                         continue
                     # SimpleRouter.select() inlined for its two commonest cases.
                     delivery = payload.delivery
-                    if delivery is _TOPIC and len(payload.topics) == 1:
-                        targets: Sequence[Collector] = by_topic.get(payload.topics[0], ())
+                    if not inline:
+                        try:
+                            targets: Sequence[Collector] = select(payload)
+                        except Exception as exc:  # noqa: BLE001
+                            event._resolve(Error(exc))  # noqa: SLF001
+                            continue
+                    elif delivery is _TOPIC and len(payload.topics) == 1:
+                        targets = by_topic.get(payload.topics[0], ())
                     elif delivery is _BROADCAST:
                         targets = every
                     else:

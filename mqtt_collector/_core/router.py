@@ -63,7 +63,12 @@ else:  # pragma: no cover - exercised on 3.11 only
 
 
 class Router:
-    """Base class of routers; subclass it and implement ``handle_event``.
+    """Base class of routers; subclass it and implement ``select`` or ``handle_event``.
+
+    ``select(payload)`` (the selection hook) returns the collectors a payload goes to; the
+    queue's consumers then run those deliveries themselves, without awaiting the router.
+    A router that overrides ``handle_event`` instead decides and delivers itself: the
+    queue awaits it for each payload (and ignores ``select``).
 
     The queue builds its router once, as ``router(collectors)``, with the queue's collectors
     in the order given. A subclass may use:
@@ -73,7 +78,7 @@ class Router:
     - ``await self.deliver(payload, collectors)``: run those collectors concurrently and
       return their ResultList, every failure contained as an Error.
 
-    ``handle_event`` is called by a consumer task for each payload and must return a ResultList.
+    ``handle_event`` must return a ResultList.
     """
 
     def __init__(self, collectors: Sequence[Collector]) -> None:
@@ -88,8 +93,14 @@ class Router:
         }
 
     async def handle_event(self, payload: Payload[Any]) -> ResultList:
-        """Deliver ``payload`` and return the results; subclasses decide how."""
-        raise NotImplementedError
+        """Deliver ``payload`` to the collectors ``select`` chose; return their results."""
+        return await self.deliver(payload, self.select(payload))
+
+    def select(self, payload: Payload[Any]) -> Sequence[Collector]:
+        """Return the collectors ``payload`` goes to; implement it or ``handle_event``."""
+        raise NotImplementedError(
+            f"{type(self).__name__} implements neither select nor handle_event"
+        )
 
     async def deliver(self, payload: Payload[Any], collectors: Sequence[Collector]) -> ResultList:
         """Run ``collectors`` on ``payload`` concurrently; results in the order given."""
@@ -125,10 +136,6 @@ class SimpleRouter(Router):
         """Index ``collectors``."""
         super().__init__(collectors)
         self._all = tuple(self.collectors.values())
-
-    async def handle_event(self, payload: Payload[Any]) -> ResultList:
-        """Deliver ``payload`` according to its delivery mode."""
-        return await self.deliver(payload, self.select(payload))
 
     def select(self, payload: Payload[Any]) -> Sequence[Collector]:
         """Return the collectors ``payload`` goes to, each once."""
