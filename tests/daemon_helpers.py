@@ -12,31 +12,24 @@ import io
 import json
 import logging
 import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
-import paho.mqtt.client as paho
 import structlog
 import yaml
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from mqtt_collector._config.load import Config, load_config
 from mqtt_collector._core.collector import Context
 from mqtt_collector._daemon.daemon import Daemon
 from mqtt_collector._logging import configure_logging
-from tests.paho_helpers import close_client
 from tests.recording import Record
 
 __all__ = [
     "HOST",
     "WAIT",
     "LogCapture",
-    "Publisher",
     "capture_logging",
     "collector_ctx",
     "free_port",
@@ -173,64 +166,6 @@ def records(daemon: Daemon, key: str = "rec") -> list[Record]:
     """Return what the recording collector ``key`` has received so far, in order."""
     found: list[Record] = collector_ctx(daemon, key).records
     return found
-
-
-class Publisher:
-    """A paho-mqtt client for publishing test messages; each publish waits for the broker."""
-
-    def __init__(self, port: int, *, protocol: int = 5) -> None:
-        """Prepare a client for the broker on ``port``; connect with ``with``."""
-        self.port = port
-        self.v5 = protocol == 5
-        self._connected = threading.Event()
-        self._client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            protocol=paho.MQTTv5 if self.v5 else paho.MQTTv311,
-        )
-        self._client.on_connect = self._on_connect
-
-    def _on_connect(self, *args: Any) -> None:
-        self._connected.set()
-
-    def __enter__(self) -> Self:
-        """Connect and start the network thread; wait for the CONNACK."""
-        self._client.connect(HOST, self.port)
-        self._client.loop_start()
-        if not self._connected.wait(WAIT):
-            close_client(self._client)
-            raise AssertionError(f"publisher: no CONNACK from 127.0.0.1:{self.port}")
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        """Disconnect, stop the network thread and close the client's sockets."""
-        close_client(self._client)
-
-    def publish(
-        self,
-        topic: str,
-        body: bytes | str = b"{}",
-        *,
-        qos: int = 1,
-        retain: bool = False,
-        user_properties: Sequence[tuple[str, str]] = (),
-        content_type: str | None = None,
-    ) -> None:
-        """Publish and wait until it is sent (QoS 0) or acknowledged by the broker."""
-        properties = None
-        if user_properties or content_type is not None:
-            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            if user_properties:
-                properties.UserProperty = list(user_properties)
-            if content_type is not None:
-                properties.ContentType = content_type
-        info = self._client.publish(topic, body, qos=qos, retain=retain, properties=properties)
-        info.wait_for_publish(WAIT)
-        if not info.is_published():
-            raise AssertionError(f"publisher: {topic!r} not acknowledged within {WAIT}s")
-
-    def publish_json(self, topic: str, data: Any, *, qos: int = 1, retain: bool = False) -> None:
-        """Publish ``data`` as a JSON body."""
-        self.publish(topic, json.dumps(data), qos=qos, retain=retain)
 
 
 @contextlib.contextmanager

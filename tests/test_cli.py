@@ -18,12 +18,12 @@ from mqtt_collector import __version__, _cli
 from mqtt_collector._cli import main
 from tests.daemon_helpers import (
     WAIT,
-    Publisher,
     free_port,
     recorder,
     wait_until_sync,
     write_config,
 )
+from tests.helpers.mqtt_client import connected_client
 from tests.mosquitto import Mosquitto
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -371,7 +371,7 @@ class TestRunProcess:
         )
         daemon = run_process(config, tmp_path)
         daemon.wait_for_event("subscribed")
-        with Publisher(mosquitto.port) as publisher:
+        with connected_client(mosquitto.port) as publisher:
             for index in range(3):
                 publisher.publish_json(f"{p}/room/{index}", {"t": index})
 
@@ -424,7 +424,7 @@ class TestRunProcess:
         )
         daemon = run_process(config, tmp_path)
         daemon.wait_for_event("subscribed")
-        with Publisher(mosquitto.port) as publisher:
+        with connected_client(mosquitto.port) as publisher:
             for index in range(4):
                 publisher.publish_json(f"{p}/m", index)
         wait_until_sync(

@@ -12,13 +12,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from tests.daemon_helpers import (
-    Publisher,
     make_config,
     recorder,
     records,
     run_daemon,
     wait_until,
 )
+from tests.helpers.mqtt_client import connected_client
 from tests.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.broker
@@ -44,7 +44,7 @@ class TestDelivery:
             subscriptions=[{"filter": f"{topic_prefix}/q/+", "qos": 1, "topics": ["all"]}],
         )
         async with run_daemon(config) as daemon:
-            with Publisher(mosquitto.port) as publisher:
+            with connected_client(mosquitto.port) as publisher:
                 for qos in (0, 1, 2):
                     publisher.publish_json(f"{topic_prefix}/q/{qos}", {"qos": qos}, qos=qos)
             await wait_until(lambda: len(records(daemon)) == 3, what="3 messages")
@@ -57,7 +57,7 @@ class TestDelivery:
         """A retained message sent on subscribe arrives with retain set; a live one without."""
         p = topic_prefix
         config = make_config(tmp_path, port=mosquitto.port, prefix=p)
-        with Publisher(mosquitto.port) as publisher:
+        with connected_client(mosquitto.port) as publisher:
             publisher.publish_json(f"{p}/kept", "old", retain=True)
             try:
                 async with run_daemon(config) as daemon:
@@ -74,7 +74,7 @@ class TestDelivery:
         """MQTT 5 user properties and content type reach message.properties."""
         config = make_config(tmp_path, port=mosquitto.port, prefix=topic_prefix)
         async with run_daemon(config) as daemon:
-            with Publisher(mosquitto.port) as publisher:
+            with connected_client(mosquitto.port) as publisher:
                 publisher.publish(
                     f"{topic_prefix}/p",
                     b"{}",
@@ -92,7 +92,7 @@ class TestDelivery:
         """A message sent without properties arrives with an empty properties mapping."""
         config = make_config(tmp_path, port=mosquitto.port, prefix=topic_prefix)
         async with run_daemon(config) as daemon:
-            with Publisher(mosquitto.port) as publisher:
+            with connected_client(mosquitto.port) as publisher:
                 publisher.publish(f"{topic_prefix}/p", b"{}")
             await wait_until(lambda: records(daemon), what="the message")
         assert records(daemon)[0].properties == {}
@@ -121,7 +121,7 @@ class TestSubscribing:
             collectors=[recorder("rec", ["a", "b"])],
         )
         async with run_daemon(config) as daemon:
-            with Publisher(mosquitto.port) as publisher:
+            with connected_client(mosquitto.port) as publisher:
                 publisher.publish_json(f"{p}/s/a", 1)
                 publisher.publish_json(f"{p}/s/b", 2)
             await wait_until(lambda: len(records(daemon)) == 2, what="2 messages")
@@ -143,7 +143,7 @@ class TestSubscribing:
             subscriptions=[{"filter": f"{topic_prefix}/#", "qos": 1, "topics": ["all"]}],
         )
         async with run_daemon(config) as daemon:
-            with Publisher(mosquitto.port, protocol=4) as publisher:
+            with connected_client(mosquitto.port, protocol=4) as publisher:
                 publisher.publish_json(f"{topic_prefix}/a", 1, qos=1)
                 publisher.publish_json(f"{topic_prefix}/b", 2, qos=2)
             await wait_until(lambda: len(records(daemon)) == 2, what="2 messages")

@@ -17,7 +17,6 @@ from mqtt_collector._daemon import daemon as _daemon
 from mqtt_collector._daemon.daemon import Daemon
 from tests.daemon_helpers import (
     LogCapture,
-    Publisher,
     capture_logging,
     collector_ctx,
     make_config,
@@ -25,6 +24,7 @@ from tests.daemon_helpers import (
     run_daemon,
     wait_until,
 )
+from tests.helpers.mqtt_client import connected_client
 from tests.helpers.scripted_broker import ScriptedBroker, ScriptedConnection
 from tests.mosquitto import Mosquitto, MosquittoFactory
 
@@ -78,7 +78,7 @@ async def test_daemon_reconnects_and_gets_what_the_broker_kept(
     async with run_daemon(config) as daemon:
         ctx = collector_ctx(daemon)
         try:
-            with Publisher(broker.port) as publisher:
+            with connected_client(broker.port) as publisher:
                 for index in range(10):
                     publisher.publish_json(topic, index)
                 await wait_until(lambda: _data(daemon) == set(range(10)), what="the first 10")
@@ -100,13 +100,13 @@ async def test_daemon_reconnects_and_gets_what_the_broker_kept(
             await wait_until(lambda: logs.events("connection lost"), what="the loss to be seen")
             assert not daemon.ready
             await asyncio.to_thread(broker.start)
-            with Publisher(broker.port) as publisher:
+            with connected_client(broker.port) as publisher:
                 for index in range(20, 30):
                     publisher.publish_json(topic, index)  # queued in the session
             back.set()
             await wait_until(lambda: daemon.ready, what="the daemon to reconnect")
             ctx.gate.set()
-            with Publisher(broker.port) as publisher:
+            with connected_client(broker.port) as publisher:
                 for index in range(30, 40):
                     publisher.publish_json(topic, index)
             await wait_until(lambda: _data(daemon) == set(range(40)), what="all 40 messages")
@@ -128,7 +128,7 @@ async def test_daemon_sees_the_loss_while_holding_receive_maximum(
         ctx = collector_ctx(daemon)
         topic = f"{topic_prefix}/stream"
         try:
-            with Publisher(broker.port) as publisher:
+            with connected_client(broker.port) as publisher:
                 for index in range(10):
                     publisher.publish_json(topic, index)
                 await wait_until(lambda: _data(daemon) == set(range(10)), what="the first 10")
@@ -152,12 +152,12 @@ async def test_daemon_resubscribes_to_a_broker_that_forgot_it(
         tmp_path, port=broker.port, prefix=topic_prefix, broker={"reconnect": _FAST}
     )
     async with run_daemon(config) as daemon:
-        with Publisher(broker.port) as publisher:
+        with connected_client(broker.port) as publisher:
             publisher.publish_json(f"{topic_prefix}/a", 1)
         await wait_until(lambda: _data(daemon) == {1}, what="the first message")
         await asyncio.to_thread(broker.restart)
         await wait_until(lambda: logs.events("reconnected") and daemon.ready, what="reconnect")
-        with Publisher(broker.port) as publisher:
+        with connected_client(broker.port) as publisher:
             publisher.publish_json(f"{topic_prefix}/a", 2)
         await wait_until(lambda: _data(daemon) == {1, 2}, what="the message after the restart")
     assert len(logs.events("connection lost")) == 1
@@ -180,7 +180,7 @@ async def test_daemon_waits_for_a_broker_that_is_down(
         assert not daemon.ready
         await asyncio.to_thread(broker.start)
         await wait_until(lambda: daemon.ready, what="the daemon to connect")
-        with Publisher(broker.port) as publisher:
+        with connected_client(broker.port) as publisher:
             publisher.publish_json(f"{topic_prefix}/a", 7)
         await wait_until(lambda: _data(daemon) == {7}, what="the message")
     [connected] = logs.events("connected")

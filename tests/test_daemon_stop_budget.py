@@ -12,7 +12,7 @@ import pytest
 
 from mqtt_collector._daemon.daemon import Daemon
 from tests.daemon_helpers import capture_logging, make_config, recorder, records, wait_until
-from tests.faults.helpers import Publisher
+from tests.helpers.mqtt_client import connected_client
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -69,7 +69,7 @@ async def test_daemon_stop_fits_the_budget_with_share_groups_traffic_and_slow_te
 
     monkeypatch.setattr(daemon.transport, "ack", recording_ack)
     stop_traffic = threading.Event()
-    with capture_logging("info") as logs, Publisher(mosquitto) as publisher:
+    with capture_logging("info") as logs, connected_client(mosquitto.port) as publisher:
         task = asyncio.create_task(daemon.run())
         steady = threading.Thread(
             target=publisher.numbered,

@@ -17,7 +17,6 @@ from tests.conftest import in_ci
 from tests.daemon_helpers import (
     WAIT,
     LogCapture,
-    Publisher,
     capture_logging,
     free_port,
     make_config,
@@ -25,6 +24,7 @@ from tests.daemon_helpers import (
     run_daemon,
     wait_until,
 )
+from tests.helpers.mqtt_client import connected_client
 from tests.helpers.scripted_broker import SUBSCRIBE, ScriptedBroker, ScriptedConnection
 from tests.mosquitto import MosquittoFactory
 
@@ -212,7 +212,7 @@ class TestSubscriptionRefused:
                 lambda: _metric(daemon, refusals, filter=denied) >= 3,
                 what="the refused filter asked for three times",
             )
-            with Publisher(broker.port) as publisher:
+            with connected_client(broker.port) as publisher:
                 publisher.publish_json(f"{topic_prefix}/ok/a", 1)
             await wait_until(lambda: _data(daemon) == [1], what="the good filter's message")
             assert not daemon.ready

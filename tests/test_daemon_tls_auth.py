@@ -12,13 +12,13 @@ import pytest
 
 from tests.daemon_helpers import (
     LogCapture,
-    Publisher,
     capture_logging,
     make_config,
     records,
     run_daemon,
     wait_until,
 )
+from tests.helpers.mqtt_client import connected_client
 from tests.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.broker
@@ -37,7 +37,7 @@ async def _receives_one(mosquitto: Mosquitto, prefix: str, tmp_path: Path, **bro
     """Run a daemon with ``broker`` settings and check one message goes all the way through."""
     config = make_config(tmp_path, port=broker.pop("port"), prefix=prefix, broker=broker)
     async with run_daemon(config) as daemon:
-        with Publisher(mosquitto.port) as publisher:
+        with connected_client(mosquitto.port) as publisher:
             publisher.publish_json(f"{prefix}/x", {"ok": True})
         await wait_until(lambda: records(daemon), what="the message")
     assert records(daemon)[0].data == {"ok": True}

@@ -17,13 +17,13 @@ from mqtt_collector._mqtt.transport import ConnectionInfo, Inbound
 from tests.daemon_helpers import (
     WAIT,
     LogCapture,
-    Publisher,
     capture_logging,
     make_config,
     records,
     run_daemon,
     wait_until,
 )
+from tests.helpers.mqtt_client import connected_client
 from tests.mosquitto import MosquittoFactory
 
 _STALE = "message matches no subscription: acked and dropped"
@@ -204,7 +204,7 @@ async def test_daemon_warns_about_messages_of_a_subscription_the_config_dropped(
     async with run_daemon(config("old", "new")):
         pass
     async with run_daemon(config("new")) as daemon:
-        with Publisher(broker.port) as publisher:
+        with connected_client(broker.port) as publisher:
             for topic in ("old/x", "old/x", "old/x", "old/y", "new/z"):
                 publisher.publish_json(f"{topic_prefix}/{topic}", 1)
         await wait_until(lambda: len(records(daemon)) == 1, what="the routed message")

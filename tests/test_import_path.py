@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.daemon_helpers import WAIT, Publisher, wait_until_sync, write_config
+from tests.daemon_helpers import WAIT, wait_until_sync, write_config
+from tests.helpers.mqtt_client import connected_client
 from tests.mosquitto import Mosquitto
 
 COMMAND = str(Path(sys.executable).parent / "mqtt-collector")
@@ -139,7 +140,7 @@ def test_run_never_runs_modules_from_the_working_directory(
         )
         assert _ran(cwd) == []
         assert process.poll() is None, log_path.read_text(encoding="utf-8")
-        with Publisher(mosquitto.port) as publisher:
+        with connected_client(mosquitto.port) as publisher:
             publisher.publish_json(f"{topic_prefix}/x", {"t": 1})
         wait_until_sync(out.exists, what="the collector beside the config to write")
         process.send_signal(signal.SIGTERM)

@@ -12,13 +12,13 @@ import pytest
 from mqtt_collector._config.load import Config
 from tests.daemon_helpers import (
     WAIT,
-    Publisher,
     free_port,
     make_config,
     records,
     run_daemon,
     wait_until,
 )
+from tests.helpers.mqtt_client import connected_client
 from tests.mosquitto import Mosquitto, MosquittoFactory
 
 pytestmark = pytest.mark.broker
@@ -64,7 +64,7 @@ async def test_metrics_count_received_acked_and_deliveries(
     """After three messages /metrics shows them received, acked and delivered ok."""
     config, port = _config(mosquitto.port, topic_prefix, tmp_path)
     async with run_daemon(config) as daemon:
-        with Publisher(mosquitto.port) as publisher:
+        with connected_client(mosquitto.port) as publisher:
             for index in range(3):
                 publisher.publish_json(f"{topic_prefix}/m", index)
         await wait_until(lambda: len(records(daemon)) == 3, what="3 messages")

@@ -2,133 +2,27 @@
 
 from __future__ import annotations
 
-import queue
 import ssl
-import threading
 import uuid
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
 
 import pytest
-from paho.mqtt.client import Client, ConnectFlags, MQTTMessage, MQTTv311
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.client import MQTTv311
 
+from tests.helpers.mqtt_client import MqttClient
 from tests.mosquitto import BrokerStartError
-from tests.paho_helpers import close_client
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
-    from paho.mqtt.client import DisconnectFlags
-    from paho.mqtt.properties import Properties
-    from paho.mqtt.reasoncodes import ReasonCode
-
     from tests.mosquitto import Mosquitto, MosquittoFactory
 
 pytestmark = pytest.mark.broker
 
-TIMEOUT = 10.0
 
-
-class _Client:
-    """A paho client on its own network thread, whose callbacks feed events and a queue."""
-
-    def __init__(self, *, client_id: str = "", clean_session: bool = True) -> None:
-        self.paho = Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            clean_session=clean_session,
-            protocol=MQTTv311,
-        )
-        # Set by a CONNACK or by losing the connection, whichever comes first.
-        self.answered = threading.Event()
-        self.connack: ReasonCode | None = None
-        self.session_present = False
-        self.subscribed = threading.Event()
-        self.messages: queue.Queue[MQTTMessage] = queue.Queue()
-        self.paho.on_connect = self._on_connect
-        self.paho.on_disconnect = self._on_disconnect
-        self.paho.on_subscribe = self._on_subscribe
-        self.paho.on_message = self._on_message
-
-    def _on_connect(
-        self,
-        client: Client,
-        userdata: object,
-        flags: ConnectFlags,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        self.connack = reason_code
-        self.session_present = flags.session_present
-        self.answered.set()
-
-    def _on_disconnect(
-        self,
-        client: Client,
-        userdata: object,
-        flags: DisconnectFlags,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        self.answered.set()
-
-    def _on_subscribe(
-        self,
-        client: Client,
-        userdata: object,
-        mid: int,
-        reason_codes: list[ReasonCode],
-        properties: Properties | None,
-    ) -> None:
-        self.subscribed.set()
-
-    def _on_message(self, client: Client, userdata: object, message: MQTTMessage) -> None:
-        self.messages.put(message)
-
-    def connect(self, broker: Mosquitto, port: int) -> bool:
-        """Connect and wait for the broker's answer; True if it accepted the connection."""
-        self.paho.connect(broker.host, port, keepalive=30)
-        self.paho.loop_start()
-        assert self.answered.wait(TIMEOUT), f"no answer from {broker!r} on port {port}"
-        return self.connack is not None and not self.connack.is_failure
-
-    def subscribe(self, topic: str) -> None:
-        """Subscribe with QoS 1 and wait for the SUBACK."""
-        self.subscribed.clear()
-        self.paho.subscribe(topic, qos=1)
-        assert self.subscribed.wait(TIMEOUT), f"no SUBACK for {topic!r}"
-
-    def publish(self, topic: str, payload: bytes) -> None:
-        """Publish with QoS 1 and wait for the PUBACK."""
-        self.paho.publish(topic, payload, qos=1).wait_for_publish(TIMEOUT)
-
-    def receive(self) -> MQTTMessage:
-        """Return the next message received, waiting at most TIMEOUT."""
-        return self.messages.get(timeout=TIMEOUT)
-
-    def close(self) -> None:
-        """Disconnect, stop the network thread and close the client's sockets."""
-        close_client(self.paho)
-
-    def __enter__(self) -> Self:
-        """Return the client; `close()` runs on exit."""
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        """Close the client."""
-        self.close()
-
-
-def _assert_round_trip(broker: Mosquitto, publisher: _Client, topic: str) -> None:
+def _assert_round_trip(broker: Mosquitto, publisher: MqttClient, topic: str) -> None:
     """Assert that a payload published through `publisher` reaches a plain-port subscriber."""
     payload = uuid.uuid4().bytes
-    with _Client() as subscriber:
-        assert subscriber.connect(broker, broker.port)
+    with MqttClient(protocol=MQTTv311) as subscriber:
+        assert subscriber.connect(broker.port, host=broker.host)
         subscriber.subscribe(topic)
         publisher.publish(topic, payload)
         message = subscriber.receive()
@@ -140,11 +34,11 @@ class TestMosquitto:
 
     def test_plain_port_round_trip(self, mosquitto: Mosquitto, topic_prefix: str) -> None:
         """A message published on the plain port reaches a subscriber."""
-        with _Client() as publisher:
-            assert publisher.connect(mosquitto, mosquitto.port)
+        with MqttClient(protocol=MQTTv311) as publisher:
+            assert publisher.connect(mosquitto.port, host=mosquitto.host)
             payload = uuid.uuid4().bytes
-            with _Client() as subscriber:
-                assert subscriber.connect(mosquitto, mosquitto.port)
+            with MqttClient(protocol=MQTTv311) as subscriber:
+                assert subscriber.connect(mosquitto.port, host=mosquitto.host)
                 subscriber.subscribe(f"{topic_prefix}/#")
                 publisher.publish(f"{topic_prefix}/plain", payload)
                 message = subscriber.receive()
@@ -158,32 +52,32 @@ class TestMosquitto:
         self, mosquitto: Mosquitto, topic_prefix: str
     ) -> None:
         """The TLS port's certificate verifies, hostname included, against `ca_file`."""
-        with _Client() as publisher:
+        with MqttClient(protocol=MQTTv311) as publisher:
             publisher.paho.tls_set(ca_certs=str(mosquitto.ca_file))
-            assert publisher.connect(mosquitto, mosquitto.tls_port)
+            assert publisher.connect(mosquitto.tls_port, host=mosquitto.host)
             _assert_round_trip(mosquitto, publisher, f"{topic_prefix}/tls")
 
     def test_mtls_port_accepts_client_certificate(
         self, mosquitto: Mosquitto, topic_prefix: str
     ) -> None:
         """The mutual-TLS port accepts a client presenting `cert_file` and `key_file`."""
-        with _Client() as publisher:
+        with MqttClient(protocol=MQTTv311) as publisher:
             publisher.paho.tls_set(
                 ca_certs=str(mosquitto.ca_file),
                 certfile=str(mosquitto.cert_file),
                 keyfile=str(mosquitto.key_file),
             )
-            assert publisher.connect(mosquitto, mosquitto.mtls_port)
+            assert publisher.connect(mosquitto.mtls_port, host=mosquitto.host)
             _assert_round_trip(mosquitto, publisher, f"{topic_prefix}/mtls")
 
     def test_mtls_port_refuses_client_without_certificate(self, mosquitto: Mosquitto) -> None:
         """The mutual-TLS port drops a client that presents no certificate."""
-        client = _Client()
+        client = MqttClient(protocol=MQTTv311)
         client.paho.tls_set(ca_certs=str(mosquitto.ca_file))
         try:
             # With TLS 1.3 the server's refusal arrives after the client's handshake completes,
             # so it shows either as a handshake error or as a connection lost before CONNACK.
-            accepted = client.connect(mosquitto, mosquitto.mtls_port)
+            accepted = client.connect(mosquitto.mtls_port, host=mosquitto.host)
         except (ssl.SSLError, ConnectionError):
             accepted = False
         finally:
@@ -192,22 +86,22 @@ class TestMosquitto:
 
     def test_auth_port_accepts_password(self, mosquitto: Mosquitto) -> None:
         """The password port accepts `username`/`password`."""
-        with _Client() as client:
+        with MqttClient(protocol=MQTTv311) as client:
             client.paho.username_pw_set(mosquitto.username, mosquitto.password)
-            assert client.connect(mosquitto, mosquitto.auth_port)
+            assert client.connect(mosquitto.auth_port, host=mosquitto.host)
 
     def test_auth_port_refuses_wrong_password(self, mosquitto: Mosquitto) -> None:
         """The password port answers a wrong password with a refusing CONNACK."""
-        with _Client() as client:
+        with MqttClient(protocol=MQTTv311) as client:
             client.paho.username_pw_set(mosquitto.username, "wrong")
-            assert not client.connect(mosquitto, mosquitto.auth_port)
+            assert not client.connect(mosquitto.auth_port, host=mosquitto.host)
         assert client.connack is not None
         assert client.connack.getName() == "Not authorized"
 
     def test_auth_port_refuses_anonymous(self, mosquitto: Mosquitto) -> None:
         """The password port refuses a client without credentials."""
-        with _Client() as client:
-            assert not client.connect(mosquitto, mosquitto.auth_port)
+        with MqttClient(protocol=MQTTv311) as client:
+            assert not client.connect(mosquitto.auth_port, host=mosquitto.host)
         assert client.connack is not None
         assert client.connack.getName() == "Not authorized"
 
@@ -221,11 +115,11 @@ class TestPrivateMosquitto:
         """A QoS 1 message queued for an absent persistent session survives a restart."""
         client_id = f"persistent-{uuid.uuid4().hex[:8]}"
         topic = f"{topic_prefix}/kept"
-        with _Client(client_id=client_id, clean_session=False) as subscriber:
-            assert subscriber.connect(private_mosquitto, private_mosquitto.port)
+        with MqttClient(client_id=client_id, clean_session=False, protocol=MQTTv311) as subscriber:
+            assert subscriber.connect(private_mosquitto.port, host=private_mosquitto.host)
             subscriber.subscribe(topic)
-        with _Client() as publisher:
-            assert publisher.connect(private_mosquitto, private_mosquitto.port)
+        with MqttClient(protocol=MQTTv311) as publisher:
+            assert publisher.connect(private_mosquitto.port, host=private_mosquitto.host)
             publisher.publish(topic, b"while away")
         port = private_mosquitto.port
 
@@ -233,8 +127,8 @@ class TestPrivateMosquitto:
 
         assert private_mosquitto.port == port
         # No subscribe this time: the subscription itself must have survived too.
-        with _Client(client_id=client_id, clean_session=False) as subscriber:
-            assert subscriber.connect(private_mosquitto, private_mosquitto.port)
+        with MqttClient(client_id=client_id, clean_session=False, protocol=MQTTv311) as subscriber:
+            assert subscriber.connect(private_mosquitto.port, host=private_mosquitto.host)
             assert subscriber.session_present
             message = subscriber.receive()
         assert (message.topic, message.payload) == (topic, b"while away")

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_helpers import WAIT, Publisher, free_port, wait_until_sync, write_config
+from tests.daemon_helpers import WAIT, free_port, wait_until_sync, write_config
+from tests.helpers.mqtt_client import connected_client
 from tests.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.broker
@@ -96,7 +97,7 @@ def test_no_secret_in_logs_check_or_metrics(
 
         wait_until_sync(lambda: logged("subscribed"), what="the daemon to subscribe")
         assert process.poll() is None, err_path.read_text(encoding="utf-8")
-        with Publisher(mosquitto.port) as publisher:
+        with connected_client(mosquitto.port) as publisher:
             publisher.publish_json(f"{topic_prefix}/x", {"t": 1})
         wait_until_sync(lambda: logged("collector failed"), what="the processor to fail")
         for path in ("/metrics", "/healthz", "/readyz"):

@@ -10,7 +10,8 @@ import pytest
 
 from mqtt_collector._daemon.wiring import PACKET_OVERHEAD, max_packet_size
 from mqtt_collector._mqtt.aiomqtt.transport import AiomqttTransport
-from tests.daemon_helpers import WAIT, Publisher, make_config, records, run_daemon, wait_until
+from tests.daemon_helpers import WAIT, make_config, records, run_daemon, wait_until
+from tests.helpers.mqtt_client import connected_client
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -40,7 +41,7 @@ async def test_paused_probe_reads_no_trickle_of_small_messages(
     await transport.connect()
     try:
         await transport.subscribe([(topic, 1)])
-        with Publisher(mosquitto.port) as publisher:
+        with connected_client(mosquitto.port) as publisher:
             publisher.publish(topic, b"held", qos=1)
             messages = transport.messages()
             async with asyncio.timeout(WAIT):
@@ -68,7 +69,7 @@ async def test_publish_while_paused_reads_nothing_more(
     await transport.connect()
     try:
         await transport.subscribe([(topic, 1)])
-        with Publisher(mosquitto.port) as publisher:
+        with connected_client(mosquitto.port) as publisher:
             publisher.publish(topic, b"held", qos=1)
             messages = transport.messages()
             async with asyncio.timeout(WAIT):
@@ -148,7 +149,7 @@ class TestMaxPacketSize:
             ],
         )
         async with run_daemon(config) as daemon:
-            with Publisher(mosquitto.port) as publisher:
+            with connected_client(mosquitto.port) as publisher:
                 publisher.publish(f"{topic_prefix}/big", b"x" * (PACKET_OVERHEAD + 10_000))
                 publisher.publish(f"{topic_prefix}/small", b"1")
             await wait_until(lambda: records(daemon), what="the small message")

@@ -10,7 +10,8 @@ import pytest
 
 from mqtt_collector._exceptions import TransportError
 from mqtt_collector._mqtt.aiomqtt.transport import AiomqttTransport
-from tests.daemon_helpers import WAIT, Publisher, wait_until
+from tests.daemon_helpers import WAIT, wait_until
+from tests.helpers.mqtt_client import connected_client
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -51,7 +52,7 @@ async def test_paused_connection_outlives_keepalive_and_the_held_message_acks(
     await transport.connect()
     try:
         await transport.subscribe([(topic, 1)])
-        with Publisher(mosquitto.port) as publisher:
+        with connected_client(mosquitto.port) as publisher:
             publisher.publish(topic, b"held", qos=1)
             messages = transport.messages()
             held = await _next(messages)
@@ -75,7 +76,7 @@ async def test_paused_connection_outlives_keepalive_and_the_held_message_acks(
     again = _transport(mosquitto, client_id)
     await again.connect()
     try:
-        with Publisher(mosquitto.port) as publisher:
+        with connected_client(mosquitto.port) as publisher:
             publisher.publish(topic, b"after", qos=1)
         assert (await _next(again.messages())).body == b"after"
     finally:
@@ -92,7 +93,7 @@ async def test_paused_connection_to_a_killed_broker_still_ends(
     await transport.connect()
     try:
         await transport.subscribe([(topic, 1)])
-        with Publisher(broker.port) as publisher:
+        with connected_client(broker.port) as publisher:
             publisher.publish(topic, b"held", qos=1)
             messages = transport.messages()
             await _next(messages)

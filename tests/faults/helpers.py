@@ -8,32 +8,23 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 import yaml
-from paho.mqtt.client import Client, MQTTMessage, MQTTv5
-from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.daemon_helpers import free_port, wait_until_sync
-from tests.paho_helpers import close_client
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable
     from types import TracebackType
-
-    from paho.mqtt.client import MQTTMessageInfo
 
     from tests.mosquitto import Mosquitto
 
 __all__ = [
     "DaemonProcess",
-    "Publisher",
-    "Subscriber",
     "daemon_config",
     "free_port",
     "metric",
@@ -244,137 +235,6 @@ class DaemonProcess:
     ) -> None:
         """Kill the daemon if it still runs."""
         self.kill()
-
-
-def _client(broker: Mosquitto, client_id: str = "") -> Client:
-    client = Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTv5)
-    client.max_inflight_messages_set(1000)
-    client.max_queued_messages_set(0)
-    return client
-
-
-class Publisher:
-    """A paho client on its own network thread, publishing test messages at QoS 1."""
-
-    def __init__(self, broker: Mosquitto) -> None:
-        """Connect to ``broker``."""
-        self.client = _client(broker)
-        connected = threading.Event()
-        self.client.on_connect = lambda *_: connected.set()
-        self.client.connect(broker.host, broker.port)
-        self.client.loop_start()
-        if not connected.wait(10):
-            self.close()
-            raise AssertionError(f"the test publisher could not connect to {broker!r}")
-        self._infos: list[MQTTMessageInfo] = []
-
-    def publish(self, topic: str, body: bytes | str, *, qos: int = 1) -> None:
-        """Publish one message (``flush()`` waits for the broker to have it)."""
-        self._infos.append(self.client.publish(topic, body, qos=qos))
-
-    def numbered(
-        self,
-        topic: str,
-        numbers: Iterable[int],
-        *,
-        rate: float | None = None,
-        stop: threading.Event | None = None,
-        padding: str = "",
-    ) -> int:
-        """Publish each number as the body, at ``rate`` per second (as fast as possible if None).
-
-        A ``padding`` is appended after a space, to make bodies of a given size.
-
-        Returns how many were published (fewer if ``stop`` was set).
-        """
-        start = time.monotonic()
-        sent = 0
-        for number in numbers:
-            if stop is not None and stop.is_set():
-                break
-            if rate is not None:
-                # Keep a steady rate: sleep until this message's slot comes.
-                delay = start + sent / rate - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-            self.publish(topic, f"{number} {padding}" if padding else str(number))
-            sent += 1
-        return sent
-
-    def flush(self, timeout: float = 60.0) -> None:
-        """Wait until the broker has acknowledged everything published so far."""
-        deadline = time.monotonic() + timeout
-        for info in self._infos:
-            info.wait_for_publish(max(0.1, deadline - time.monotonic()))
-            if not info.is_published():
-                raise AssertionError(f"the broker did not acknowledge message {info.mid} in time")
-        self._infos.clear()
-
-    def close(self) -> None:
-        """Disconnect, stop the network thread and close the client's sockets."""
-        close_client(self.client)
-
-    def __enter__(self) -> Self:
-        """Return self."""
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        """Disconnect."""
-        self.close()
-
-
-class Subscriber:
-    """A paho client collecting the messages of one filter (e.g. a dead-letter topic)."""
-
-    def __init__(self, broker: Mosquitto, topic_filter: str) -> None:
-        """Connect and subscribe at QoS 1; return once subscribed."""
-        self.messages: list[MQTTMessage] = []
-        self._lock = threading.Lock()
-        self.client = _client(broker)
-        subscribed = threading.Event()
-        self.client.on_message = self._on_message
-        self.client.on_subscribe = lambda *_: subscribed.set()
-
-        def on_connect(*_: object) -> None:
-            self.client.subscribe(topic_filter, qos=1)
-
-        self.client.on_connect = on_connect
-        self.client.connect(broker.host, broker.port)
-        self.client.loop_start()
-        if not subscribed.wait(10):
-            self.close()
-            raise AssertionError(f"the test subscriber could not subscribe to {topic_filter!r}")
-
-    def _on_message(self, client: Client, userdata: object, message: MQTTMessage) -> None:
-        with self._lock:
-            self.messages.append(message)
-
-    def received(self) -> list[MQTTMessage]:
-        """Return a copy of what arrived so far."""
-        with self._lock:
-            return list(self.messages)
-
-    def close(self) -> None:
-        """Disconnect, stop the network thread and close the client's sockets."""
-        close_client(self.client)
-
-    def __enter__(self) -> Self:
-        """Return self."""
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        """Disconnect."""
-        self.close()
 
 
 def metric(port: int, name: str, **labels: str) -> float:

@@ -14,11 +14,11 @@ import pytest
 from tests.faults.helpers import (
     COLLECTORS,
     DaemonProcess,
-    Publisher,
     daemon_config,
     read_records,
     wait_for,
 )
+from tests.helpers.mqtt_client import connected_client
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -48,7 +48,7 @@ class Rig:
 
     def send(self, pairs: list[tuple[str, bytes]]) -> None:
         """Publish each ``(topic, body)`` at QoS 1, in order, and wait for the broker's acks."""
-        with Publisher(self.broker) as publisher:
+        with connected_client(self.broker.port) as publisher:
             for topic, body in pairs:
                 publisher.publish(topic, body)
             publisher.flush()

@@ -10,11 +10,11 @@ import pytest
 from tests.faults.helpers import (
     COLLECTORS,
     DaemonProcess,
-    Publisher,
     daemon_config,
     numbers,
     wait_for,
 )
+from tests.helpers.mqtt_client import connected_client
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -57,7 +57,7 @@ def test_broker_restart_twice_loses_nothing(
     report = []
     with DaemonProcess(tmp_path, config) as daemon:
         for chunk in range(CHUNKS):
-            with Publisher(broker) as publisher:
+            with connected_client(broker.port) as publisher:
                 publisher.numbered(topic, range(chunk * CHUNK, (chunk + 1) * CHUNK))
                 publisher.flush()
             if chunk == CHUNKS - 1:

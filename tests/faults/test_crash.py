@@ -10,11 +10,11 @@ import pytest
 from tests.faults.helpers import (
     COLLECTORS,
     DaemonProcess,
-    Publisher,
     daemon_config,
     numbers,
     wait_for,
 )
+from tests.helpers.mqtt_client import connected_client
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -47,7 +47,7 @@ def test_crash_sigkill_loses_no_message(
         ],
     )
     daemon = DaemonProcess(tmp_path, config)
-    with daemon, Publisher(private_mosquitto) as publisher:
+    with daemon, connected_client(private_mosquitto.port) as publisher:
         done = threading.Event()
         errors: list[BaseException] = []
 

@@ -10,14 +10,13 @@ import pytest
 from tests.faults.helpers import (
     COLLECTORS,
     DaemonProcess,
-    Publisher,
-    Subscriber,
     daemon_config,
     free_port,
     metric,
     read_records,
     wait_for,
 )
+from tests.helpers.mqtt_client import connected_client
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -60,8 +59,8 @@ def test_error_policy_retry_then_dead_letter_then_ack(
     )
     flaky, fail = f"{topic_prefix}/in/flaky", f"{topic_prefix}/in/fail"
     daemon = DaemonProcess(tmp_path, config)
-    with Subscriber(mosquitto, dead_topic) as dead, daemon:
-        with Publisher(mosquitto) as publisher:
+    with connected_client(mosquitto.port, subscribe=dead_topic) as dead, daemon:
+        with connected_client(mosquitto.port) as publisher:
             publisher.publish(flaky, b"1")
             publisher.publish(fail, b"2")
             publisher.flush()
@@ -92,7 +91,7 @@ def test_error_policy_retry_then_dead_letter_then_ack(
         assert daemon.terminate() == 0, daemon.tail()
         # Restarted, the daemon gets neither message again: both were acked.
         daemon.start()
-        with Publisher(mosquitto) as publisher:
+        with connected_client(mosquitto.port) as publisher:
             publisher.publish(flaky, b"3")
             publisher.flush()
         wait_for(lambda: len(read_records(out)) == 2, timeout=WAIT, what="the later record")
@@ -135,8 +134,8 @@ def test_error_policy_refused_dead_letter_leaves_the_message_unacked(
         metrics_port=port,
     )
     daemon = DaemonProcess(tmp_path, config)
-    with Subscriber(broker, "dlq/#") as dead, daemon:
-        with Publisher(broker) as publisher:
+    with connected_client(broker.port, subscribe="dlq/#") as dead, daemon:
+        with connected_client(broker.port) as publisher:
             publisher.publish(fail, b"2")
             publisher.flush()
         [line, *_] = daemon.wait_log(

@@ -11,11 +11,11 @@ import pytest
 from tests.faults.helpers import (
     COLLECTORS,
     DaemonProcess,
-    Publisher,
     daemon_config,
     numbers,
     wait_for,
 )
+from tests.helpers.mqtt_client import MqttClient, connected_client
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -58,7 +58,7 @@ def _share(tmp_path: Path, name: str, stream: range) -> int:
 class _Background:
     """Publishes a numbered stream at a steady rate on a thread; ``join()`` re-raises."""
 
-    def __init__(self, publisher: Publisher, topic: str, stream: range) -> None:
+    def __init__(self, publisher: MqttClient, topic: str, stream: range) -> None:
         self._errors: list[BaseException] = []
         self._done = threading.Event()
 
@@ -85,7 +85,7 @@ def _stop_b_mid_stream(
     broker: Mosquitto, tmp_path: Path, topic: str, second: DaemonProcess, stream: range
 ) -> int:
     """Publish ``stream`` and SIGTERM b a quarter of the way; return what b had of it."""
-    with Publisher(broker) as publisher:
+    with connected_client(broker.port) as publisher:
         background = _Background(publisher, topic, stream)
         wait_for(
             lambda: sum(1 for n in _both(tmp_path) if n in stream) >= len(stream) // 4,
@@ -111,7 +111,7 @@ def test_scale_out_splits_exactly_once(
     with (
         _daemon(private_mosquitto, tmp_path, "a", topic),
         _daemon(private_mosquitto, tmp_path, "b", topic),
-        Publisher(private_mosquitto) as publisher,
+        connected_client(private_mosquitto.port) as publisher,
     ):
         publisher.numbered(topic, stream)
         publisher.flush()

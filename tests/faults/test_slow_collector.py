@@ -10,11 +10,11 @@ import pytest
 from tests.faults.helpers import (
     COLLECTORS,
     DaemonProcess,
-    Publisher,
     daemon_config,
     numbers,
     wait_for,
 )
+from tests.helpers.mqtt_client import connected_client
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -57,7 +57,7 @@ def test_slow_collector_keeps_memory_bounded(
         broker_extra={"receive_maximum": RECEIVE_MAXIMUM},
     )
     samples: list[int] = []
-    with DaemonProcess(tmp_path, config) as daemon, Publisher(broker) as publisher:
+    with DaemonProcess(tmp_path, config) as daemon, connected_client(broker.port) as publisher:
         baseline = daemon.rss_kb()
         finished = threading.Event()
 
