@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 from collections import Counter
 from types import MappingProxyType
 from typing import Any
@@ -16,7 +14,13 @@ from mqtt_collector._core.collector import Context, Processor
 from mqtt_collector._core.payload import Delivery, Payload
 from mqtt_collector._core.result import Error, Ok, Result
 from mqtt_collector._daemon.message import Message
-from mqtt_collector._daemon.policy import DeadLetter, Policy, Publish, UnacknowledgedError, guard
+from mqtt_collector._daemon.policy import (
+    DeadLetter,
+    GuardedCollector,
+    Policy,
+    Publish,
+    UnacknowledgedError,
+)
 from mqtt_collector._exceptions import TransportError
 
 TOPIC = "sensors/a/temperature"
@@ -79,14 +83,19 @@ class Script:
 def _guard(
     processor: Processor, publish: Publish | None = None, **policy: Any
 ) -> tuple[Processor, Counter[str]]:
+    """Return a processor-shaped call of a GuardedCollector's run, and its outcome counts."""
     outcomes: Counter[str] = Counter()
-    guarded = guard(
+    collector = GuardedCollector(
         "store",
         processor,
         Policy(**policy),
         publish=publish,
         on_outcome=lambda key, outcome: outcomes.update([f"{key}:{outcome}"]),
     )
+
+    async def guarded(payload: Payload[Any], ctx: Context) -> Result:
+        return await collector.run(payload)
+
     return guarded, outcomes
 
 
@@ -146,10 +155,10 @@ class TestRetry:
 class TestDeadLetter:
     """A finally failed message is published to the dead-letter topic."""
 
-    async def test_policy_dead_letter_v5_has_user_properties(self) -> None:
-        """MQTT 5: the raw body, with error, collector and topic as user properties."""
+    async def test_policy_dead_letter_has_user_properties(self) -> None:
+        """The raw body, with error, collector and topic as user properties (any protocol)."""
         publish = FakePublish()
-        target = DeadLetter(topic="dead/store", qos=1, v5=True)
+        target = DeadLetter(topic="dead/store", qos=1)
         script = Script(Error(RuntimeError("disk full")))
         guarded, outcomes = _guard(script, publish, attempts=2, backoff=0.001, dead_letter=target)
         await guarded(_payload(b"\xff\x00raw"), Context())
@@ -163,35 +172,9 @@ class TestDeadLetter:
         ]
         assert outcomes["store:dead_letter"] == 1
 
-    async def test_policy_dead_letter_v311_is_json_envelope(self) -> None:
-        """MQTT 3.1.1: a JSON envelope with error, collector, topic and the UTF-8 body."""
-        publish = FakePublish()
-        target = DeadLetter(topic="dead/store", qos=0, v5=False)
-        guarded, _ = _guard(Script(Error(RuntimeError("no"))), publish, dead_letter=target)
-        await guarded(_payload(b'{"t": 21}'), Context())
-        [(topic, body, qos, properties)] = publish.sent
-        assert (topic, qos, properties) == ("dead/store", 0, None)
-        assert json.loads(body) == {
-            "error": "RuntimeError: no",
-            "collector": "store",
-            "topic": TOPIC,
-            "body": '{"t": 21}',
-        }
-
-    async def test_policy_dead_letter_v311_keeps_non_utf8_body_losslessly(self) -> None:
-        """A body that is not UTF-8 goes in the envelope as base64, marked so."""
-        publish = FakePublish()
-        raw = bytes(range(256))
-        target = DeadLetter(topic="dead/store", qos=1, v5=False)
-        guarded, _ = _guard(Script(Error(RuntimeError("no"))), publish, dead_letter=target)
-        await guarded(_payload(raw), Context())
-        envelope = json.loads(publish.sent[0][1])
-        assert envelope["body_encoding"] == "base64"
-        assert base64.b64decode(envelope["body"]) == raw
-
     async def test_policy_dead_letter_failure_is_not_raised(self) -> None:
         """A dead letter that cannot be published is logged and counted; an Error is returned."""
-        target = DeadLetter(topic="dead/store", qos=1, v5=True)
+        target = DeadLetter(topic="dead/store", qos=1)
         guarded, outcomes = _guard(
             Script(Error(RuntimeError("no"))), FakePublish(fail=True), dead_letter=target
         )
@@ -215,7 +198,7 @@ class TestDeadLetter:
     async def test_policy_success_is_not_dead_lettered(self) -> None:
         """A message that succeeds on retry publishes nothing."""
         publish = FakePublish()
-        target = DeadLetter(topic="dead/store", qos=1, v5=True)
+        target = DeadLetter(topic="dead/store", qos=1)
         script = Script(Error(RuntimeError("once")), Ok(None))
         guarded, _ = _guard(script, publish, attempts=2, backoff=0.001, dead_letter=target)
         await guarded(_payload(), Context())
@@ -252,7 +235,7 @@ class TestDeadLetterFailed:
         """The result is Error(UnacknowledgedError) around the collector's error, caused by exc."""
         failure = RuntimeError("disk full")
         publish = RaisingPublish(exc)
-        target = DeadLetter(topic="dead/store", qos=1, v5=True)
+        target = DeadLetter(topic="dead/store", qos=1)
         guarded, _ = _guard(Script(Error(failure)), publish, dead_letter=target)
         result = await guarded(_payload(), Context())
         assert publish.calls == 1
@@ -264,7 +247,7 @@ class TestDeadLetterFailed:
 
     async def test_policy_dead_letter_failed_is_counted(self) -> None:
         """The failure is counted as dead_letter_failed, never as dead_letter."""
-        target = DeadLetter(topic="dead/store", qos=1, v5=False)
+        target = DeadLetter(topic="dead/store", qos=1)
         publish = RaisingPublish(TransportError("refused"))
         guarded, outcomes = _guard(
             Script(Error(RuntimeError("no"))),
@@ -280,7 +263,7 @@ class TestDeadLetterFailed:
 
     async def test_policy_dead_letter_failed_logs_one_error_line(self) -> None:
         """One error line names collector, topic, dead-letter topic, reason and what happens."""
-        target = DeadLetter(topic="dead/store", qos=1, v5=True)
+        target = DeadLetter(topic="dead/store", qos=1)
         publish = RaisingPublish(TransportError("refused: Not authorized"))
         guarded, _ = _guard(Script(Error(RuntimeError("no"))), publish, dead_letter=target)
         with structlog.testing.capture_logs() as logs:
@@ -300,7 +283,7 @@ class TestDeadLetterFailed:
     async def test_policy_dead_letter_published_returns_the_collectors_error(self) -> None:
         """A dead letter that got through returns the collector's own Error (acked as handled)."""
         failure = RuntimeError("no")
-        target = DeadLetter(topic="dead/store", qos=1, v5=True)
+        target = DeadLetter(topic="dead/store", qos=1)
         guarded, _ = _guard(Script(Error(failure)), FakePublish(), dead_letter=target)
         result = await guarded(_payload(), Context())
         assert isinstance(result, Error)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from mqtt_collector._core.result import Error, Ok
+
 if TYPE_CHECKING:
     from mqtt_collector._core.payload import Payload
     from mqtt_collector._core.result import Result
 
-__all__ = ["Collector", "Context", "LifecycleManager", "Processor"]
+__all__ = ["Collector", "Context", "LifecycleManager", "Processor", "run_processor"]
 
 
 class Context(SimpleNamespace):
@@ -80,6 +83,42 @@ class Collector:
         self.topics = topic_list
         self.ctx = Context() if ctx is None else ctx
 
+    async def run(self, payload: Payload[Any]) -> Result:
+        """Run the processor on ``payload``; every failure becomes an Error result.
+
+        The one place a processor's faults are contained (the consumer pool runs the same
+        steps inline for a plain Collector). A subclass may override it to add behaviour
+        around contained runs (the daemon's error policy retries and dead-letters there);
+        an override must return a Result and let only its own task's cancellation through.
+        """
+        return await run_processor(self.key, self.processor, payload, self.ctx)
+
     def __repr__(self) -> str:
         """Show the key and topics."""
         return f"Collector({self.key!r}, topics={self.topics!r})"
+
+
+async def run_processor(
+    key: str, processor: Processor, payload: Payload[Any], ctx: Context
+) -> Result:
+    """Call ``processor(payload, ctx)`` for collector ``key``; every failure becomes an Error.
+
+    A processor that raises (``asyncio.CancelledError`` included) yields ``Error(exc)``, and
+    one returning anything but Ok or Error yields ``Error(TypeError)``; only the cancellation
+    of the calling task itself is let through.
+    """
+    try:
+        result = await processor(payload, ctx)
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        return Error(exc)
+    except Exception as exc:  # noqa: BLE001 - containing every processor fault is the point
+        return Error(exc)
+    cls = result.__class__
+    if cls is Ok or cls is Error:
+        return result
+    return Error(
+        TypeError(f"collector {key!r}: processor returned {cls.__name__}, not Ok or Error")
+    )

@@ -7,6 +7,7 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from mqtt_collector._core.collector import Collector
 from mqtt_collector._core.payload import Delivery
 from mqtt_collector._core.result import Error, Ok, Result, ResultList
 from mqtt_collector._core.router import Router, SimpleRouter
@@ -15,7 +16,6 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from mqtt_collector._core.buffer import Buffer
-    from mqtt_collector._core.collector import Collector
     from mqtt_collector._core.event import CollectorEvent
     from mqtt_collector._core.payload import Payload
 
@@ -30,6 +30,7 @@ _YIELD_EVERY = 64
 _CANCEL_GRACE = 1.0
 _WOKEN, _EXPIRED, _STOP = object(), object(), object()
 _TOPIC, _BROADCAST = Delivery.TOPIC, Delivery.BROADCAST
+_PLAIN_RUN = Collector.run  # a collector whose run is this one is run inline
 
 
 class _Fanout:
@@ -300,9 +301,13 @@ class Pool:
                         return
                     continue
 
-                # Run one delivery inline: this is run_collector, unrolled for speed.
+                # Run one delivery: Collector.run, unrolled here for speed, unless a
+                # subclass overrides it (then it contains the processor's faults itself).
                 try:
-                    result = await collector.processor(payload, collector.ctx)
+                    if collector.__class__.run is _PLAIN_RUN:
+                        result = await collector.processor(payload, collector.ctx)
+                    else:
+                        result = await collector.run(payload)
                 except asyncio.CancelledError as exc:
                     if me.cancelling():  # our own task is being cancelled: let it through
                         raise

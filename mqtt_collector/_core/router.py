@@ -8,45 +8,19 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from mqtt_collector._core.payload import Delivery, Payload
-from mqtt_collector._core.result import Error, Ok, Result, ResultList
+from mqtt_collector._core.result import Result, ResultList
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
 
-    from mqtt_collector._core.collector import Collector, Context, Processor
+    from mqtt_collector._core.collector import Collector
 
-__all__ = ["Router", "SimpleRouter", "run_collector", "run_processor"]
+__all__ = ["Router", "SimpleRouter", "run_collector"]
 
 
 async def run_collector(collector: Collector, payload: Payload[Any]) -> Result:
-    """Run one collector's processor on ``payload``; every failure becomes an Error result."""
-    return await run_processor(collector.key, collector.processor, payload, collector.ctx)
-
-
-async def run_processor(
-    key: str, processor: Processor, payload: Payload[Any], ctx: Context
-) -> Result:
-    """Call ``processor(payload, ctx)`` for collector ``key``; every failure becomes an Error.
-
-    A processor that raises (``asyncio.CancelledError`` included) yields ``Error(exc)``, and
-    one returning anything but Ok or Error yields ``Error(TypeError)``; only the cancellation
-    of the calling task itself is let through.
-    """
-    try:
-        result = await processor(payload, ctx)
-    except asyncio.CancelledError as exc:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise
-        return Error(exc)
-    except Exception as exc:  # noqa: BLE001 - containing every processor fault is the point
-        return Error(exc)
-    cls = result.__class__
-    if cls is Ok or cls is Error:
-        return result
-    return Error(
-        TypeError(f"collector {key!r}: processor returned {cls.__name__}, not Ok or Error")
-    )
+    """Run one collector on ``payload`` (``collector.run``); every failure becomes an Error."""
+    return await collector.run(payload)
 
 
 if sys.version_info >= (3, 12):

@@ -1,24 +1,27 @@
-"""The error policy of a collector: a time bound, retries with backoff, and a dead letter."""
+"""The error policy of a collector: a time bound, retries with backoff, and a dead letter.
+
+``GuardedCollector`` is a Collector whose ``run`` applies the policy around the core's own
+contained runs (``Collector.run``): a processor's faults are contained once, there, and
+the policy only decides what an Error leads to. Dead letters carry the failure as user
+properties; how they travel on MQTT 3.1.1, which has none, is the transport's business.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
-from mqtt_collector._core.collector import Context, Processor
+from mqtt_collector._core.collector import Collector, Context, LifecycleManager, Processor
 from mqtt_collector._core.payload import Payload
-from mqtt_collector._core.result import Error, Ok, Result
-from mqtt_collector._core.router import run_processor
+from mqtt_collector._core.result import Error, Result
 from mqtt_collector._daemon.message import Message
 from mqtt_collector._exceptions import CollectorError
 
-__all__ = ["DeadLetter", "Policy", "UnacknowledgedError", "guard"]
+__all__ = ["DeadLetter", "GuardedCollector", "Policy", "UnacknowledgedError"]
 
 logger = structlog.get_logger("mqtt_collector.policy")
 
@@ -32,7 +35,6 @@ class DeadLetter:
 
     topic: str
     qos: int
-    v5: bool  # MQTT 5: the error goes in user properties; 3.1.1: in a JSON envelope
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,46 +73,60 @@ unacknowledged).
 """
 
 
-def guard(  # noqa: C901 - one closure per concern reads better than a class here
-    key: str,
-    processor: Processor,
-    policy: Policy,
-    *,
-    publish: Publish | None = None,
-    on_outcome: Hook | None = None,
-) -> Processor:
-    """Wrap ``processor`` so timeouts, retries, the dead letter and logging happen per ``policy``.
+class GuardedCollector(Collector):
+    """A Collector whose runs follow its error policy: time bound, retries, dead letter, logs.
 
-    The wrapped processor never raises: every failure is an Error result, logged with the
-    message's topic and counted through ``on_outcome``. A failure whose dead letter did not get
-    through is ``Error(UnacknowledgedError(...))``: its message must not be acked.
+    ``run`` never raises (but for its own task's cancellation): every failure is an Error
+    result, logged with the message's topic and counted through ``on_outcome``. A failure
+    whose dead letter did not get through is ``Error(UnacknowledgedError(...))``: its message
+    must not be acked.
     """
-    timeout, attempts = policy.timeout, policy.attempts
 
-    async def once(payload: Payload[Any], ctx: Context) -> Result:
+    __slots__ = ("on_outcome", "policy", "publish")
+
+    def __init__(
+        self,
+        key: str,
+        processor: Processor,
+        policy: Policy,
+        *,
+        publish: Publish | None = None,
+        on_outcome: Hook | None = None,
+        lifecycle: LifecycleManager | None = None,
+        topics: Iterable[str] | None = None,
+        ctx: Context | None = None,
+    ) -> None:
+        """Build the collector as Collector does, with its ``policy``, ``publish`` and hook."""
+        super().__init__(key, processor, lifecycle=lifecycle, topics=topics, ctx=ctx)
+        self.policy = policy
+        self.publish = publish
+        self.on_outcome = on_outcome
+
+    async def _once(self, payload: Payload[Any]) -> Result:
+        timeout = self.policy.timeout
+        if timeout is None:
+            return await Collector.run(self, payload)
         try:
             async with asyncio.timeout(timeout):
-                return await run_processor(key, processor, payload, ctx)
+                return await Collector.run(self, payload)
         except TimeoutError:
-            # Only the bound's own expiry gets here: run_processor lets the cancellation of
+            # Only the bound's own expiry gets here: Collector.run lets the cancellation of
             # this task through, and turns a TimeoutError of the processor's into an Error.
             return Error(TimeoutError(f"processor did not finish within {timeout}s"))
 
-    async def guarded(payload: Payload[Any], ctx: Context) -> Result:
-        result = await once(payload, ctx)
-        if result.__class__ is Ok:
-            if on_outcome is not None:
-                on_outcome(key, "ok")
-            return result
+    async def run(self, payload: Payload[Any]) -> Result:
+        """Run the processor per the policy; return its Result (an Error once it gave up)."""
+        key, policy, on_outcome = self.key, self.policy, self.on_outcome
+        result = await self._once(payload)
         attempt = 1
-        while attempt < attempts and isinstance(result, Error):
+        while isinstance(result, Error) and attempt < policy.attempts:
             delay = min(policy.backoff * 2 ** (attempt - 1), policy.max_backoff)
             logger.info(
                 "retrying",
                 collector=key,
                 topic=_topic(payload),
                 attempt=attempt + 1,
-                of=attempts,
+                of=policy.attempts,
                 delay=delay,
                 error=_describe(result.exception),
             )
@@ -118,8 +134,8 @@ def guard(  # noqa: C901 - one closure per concern reads better than a class her
                 on_outcome(key, "retry")
             await asyncio.sleep(delay)
             attempt += 1
-            result = await once(payload, ctx)
-        if isinstance(result, Ok):
+            result = await self._once(payload)
+        if not isinstance(result, Error):
             if on_outcome is not None:
                 on_outcome(key, "ok")
             return result
@@ -132,18 +148,16 @@ def guard(  # noqa: C901 - one closure per concern reads better than a class her
         )
         if on_outcome is not None:
             on_outcome(key, "error")
-        if policy.dead_letter is not None and publish is not None:
+        if policy.dead_letter is not None and self.publish is not None:
             return await _dead_letter(
                 key=key,
                 payload=payload,
                 result=result,
                 target=policy.dead_letter,
-                publish=publish,
+                publish=self.publish,
                 on_outcome=on_outcome,
             )
         return result
-
-    return guarded
 
 
 async def _dead_letter(
@@ -165,16 +179,12 @@ async def _dead_letter(
     raw = value.raw if isinstance(value, Message) else repr(value).encode()
     error = _describe(result.exception)
     try:
-        if target.v5:
-            await publish(
-                target.topic,
-                raw,
-                qos=target.qos,
-                user_properties=[("error", error), ("collector", key), ("topic", topic)],
-            )
-        else:
-            envelope = {"error": error, "collector": key, "topic": topic, **_body(raw)}
-            await publish(target.topic, json.dumps(envelope).encode(), qos=target.qos)
+        await publish(
+            target.topic,
+            raw,
+            qos=target.qos,
+            user_properties=[("error", error), ("collector", key), ("topic", topic)],
+        )
     except Exception as exc:  # noqa: BLE001 - any failure: the original must not be acked
         reason = _describe(exc)
         logger.error(
@@ -193,14 +203,6 @@ async def _dead_letter(
     if on_outcome is not None:
         on_outcome(key, "dead_letter")
     return result
-
-
-def _body(raw: bytes) -> dict[str, str]:
-    """The body for the JSON envelope: as text if it is UTF-8, else base64, losslessly."""
-    try:
-        return {"body": raw.decode("utf-8")}
-    except UnicodeDecodeError:
-        return {"body": base64.b64encode(raw).decode("ascii"), "body_encoding": "base64"}
 
 
 def _topic(payload: Payload[Any]) -> str | None:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mqtt_collector._config.broker import Protocol
 from mqtt_collector._core.buffer import QueueType
 from mqtt_collector._core.collector import Collector, Context
 from mqtt_collector._daemon.mapper import Route
-from mqtt_collector._daemon.policy import DeadLetter, Policy, Publish, guard
+from mqtt_collector._daemon.policy import DeadLetter, GuardedCollector, Policy, Publish
 from mqtt_collector._mqtt.aiomqtt.transport import AiomqttTransport
 from mqtt_collector._mqtt.tls import TLSOptions
 from mqtt_collector._mqtt.topic import covers, overlaps, split_shared
@@ -103,18 +102,15 @@ def build_collectors(
     publish: Publish | None,
     on_outcome: Callable[[str, str], None] | None,
 ) -> list[Collector]:
-    """Return a Collector per ``collectors:`` entry, its processor guarded by its error policy.
+    """Return a collector per ``collectors:`` entry, run by its error policy.
 
     Each Context gets ``key`` and ``options`` before the lifecycle runs.
     """
-    v5 = config.broker.protocol is Protocol.V5
-    collectors = []
+    collectors: list[Collector] = []
     for entry in config.collectors:
         dead_letter = None
         if entry.dead_letter is not None:
-            dead_letter = DeadLetter(
-                topic=entry.dead_letter.topic, qos=entry.dead_letter.qos, v5=v5
-            )
+            dead_letter = DeadLetter(topic=entry.dead_letter.topic, qos=entry.dead_letter.qos)
         policy = Policy(
             timeout=entry.timeout,
             attempts=entry.retry.attempts,
@@ -122,13 +118,13 @@ def build_collectors(
             max_backoff=entry.retry.max_backoff,
             dead_letter=dead_letter,
         )
-        processor = guard(
-            entry.key, entry.processor, policy, publish=publish, on_outcome=on_outcome
-        )
         collectors.append(
-            Collector(
+            GuardedCollector(
                 entry.key,
-                processor,
+                entry.processor,
+                policy,
+                publish=publish,
+                on_outcome=on_outcome,
                 lifecycle=entry.lifecycle,
                 topics=entry.topics,
                 ctx=Context(key=entry.key, options=entry.checked_options),

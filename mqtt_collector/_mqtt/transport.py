@@ -165,6 +165,9 @@ class Transport(Protocol):
     ) -> None:
         """Publish a message, waiting for the broker's ack at QoS 1/2.
 
+        ``user_properties`` travel as MQTT 5 user properties; on 3.1.1, which has none, the
+        message goes as the JSON envelope of ``mqtt_collector._mqtt.envelope``.
+
         Raises TransportError if it cannot be sent or acknowledged, PublishRefusedError
         (a TransportError) if the broker's ack says it refused it (MQTT 5 reason code).
         """

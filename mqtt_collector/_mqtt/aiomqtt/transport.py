@@ -33,6 +33,7 @@ from mqtt_collector._mqtt.aiomqtt.private import (
     watch_connection,
 )
 from mqtt_collector._mqtt.aiomqtt.publish import PublishConnection
+from mqtt_collector._mqtt.envelope import envelope
 from mqtt_collector._mqtt.tls import TLSOptions
 from mqtt_collector._mqtt.transport import ConnectError, ConnectionInfo, Inbound
 
@@ -390,7 +391,10 @@ class AiomqttTransport:
         qos: int,
         user_properties: Sequence[tuple[str, str]] = (),
     ) -> None:
-        """Publish on the publishing connection; user properties are sent on MQTT 5 only.
+        """Publish on the publishing connection, with user properties (3.1.1: an envelope).
+
+        On MQTT 3.1.1, which has no properties, a publish with user properties goes as the
+        JSON envelope of ``_mqtt.envelope``.
 
         That connection is never paused: its PUBACK cannot wait behind messages the
         receiving connection must not read (which would break the memory bound). Raises
@@ -399,9 +403,11 @@ class AiomqttTransport:
         acknowledges a publish its ACL drops: a refusal cannot be seen; nor at QoS 0.
         """
         properties = None
-        if self.v5 and user_properties:
+        if user_properties and self.v5:
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             properties.UserProperty = list(user_properties)
+        elif user_properties:
+            body = envelope(body, user_properties)
         reason = await self._publisher.publish(topic, body, qos=qos, properties=properties)
         if reason is not None and reason.is_failure:
             raise PublishRefusedError(topic, reason.getName(), int(reason.value))
