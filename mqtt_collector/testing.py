@@ -4,9 +4,9 @@
 dead letters, acks and lifecycles as ``mqtt-collector run``) whose broker is in memory::
 
     async with TestDaemon("config.yaml") as daemon:
-        delivery = await daemon.publish("sensors/kitchen/temperature", {"celsius": 21.5})
-        assert delivery.acked
-        assert delivery.results.is_ok()
+        outcome = await daemon.publish("sensors/kitchen/temperature", {"celsius": 21.5})
+        assert outcome.acked
+        assert outcome.results.is_ok()
 
 Entering runs the lifecycles and connects; leaving drains the queue and exits them, as a
 SIGTERM would. ``publish()`` returns once the daemon has settled that message: refused, or
@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from mqtt_collector._daemon.message import Message
     from mqtt_collector._daemon.metrics import Metrics
 
-__all__ = ["Delivery", "MemoryTransport", "Published", "TestDaemon"]
+__all__ = ["MemoryTransport", "Outcome", "Published", "TestDaemon"]
 
 _MAX_MID = 65_535
 _NO_PROPERTIES: Mapping[str, Any] = MappingProxyType({})
@@ -84,7 +84,7 @@ class Published:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Delivery:
+class Outcome:
     """What became of one published message, once the daemon settled it.
 
     Attributes:
@@ -304,7 +304,7 @@ class _Pending:
     """A published message on its way through the daemon."""
 
     inbound: Inbound
-    future: asyncio.Future[Delivery]
+    future: asyncio.Future[Outcome]
     refused: str | None = None
     detail: str | None = None
     payload: Payload[Message] | None = field(default=None)
@@ -454,7 +454,7 @@ class TestDaemon:
         retain: bool = False,
         properties: Mapping[str, Any] | None = None,
         timeout: float | None = PUBLISH_TIMEOUT,
-    ) -> Delivery:
+    ) -> Outcome:
         """Publish a message to the daemon and return what became of it, once it is settled.
 
         Args:
@@ -479,7 +479,7 @@ class TestDaemon:
         inbound = self.transport.deliver(
             topic, _encode(body), qos=qos, retain=retain, properties=properties
         )
-        future: asyncio.Future[Delivery] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._pending[id(inbound)] = _Pending(inbound, future)
         try:
             async with asyncio.timeout(timeout):
@@ -508,7 +508,7 @@ class TestDaemon:
         results = None if event is None else event.get_result()
         inbound = pending.inbound
         pending.future.set_result(
-            Delivery(
+            Outcome(
                 topic=inbound.topic,
                 qos=inbound.qos,
                 acked=self.transport.was_acked(inbound),
