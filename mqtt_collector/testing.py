@@ -19,7 +19,7 @@ or 2 message not acked on the connection that delivered it comes again on the ne
 delivers every message published, at the publish QoS capped by the best QoS the daemon's
 matching subscriptions asked for; a message no subscription matches is delivered too (as one
 sent by a subscription a persistent session kept), so that ``unrouted`` can be tested. What the
-daemon publishes (dead letters) is recorded in ``published``.
+daemon publishes (dead letters, collectors' ``ctx.publish``) is recorded in ``published``.
 
 Modelled on FastStream's ``TestBroker`` and httpx's ``MockTransport``.
 """
@@ -68,7 +68,7 @@ STOP_GRACE = 15.0
 
 @dataclass(frozen=True, slots=True)
 class Published:
-    """One message the daemon published through the transport (a dead letter).
+    """One message the daemon published through the transport (a dead letter, a ctx.publish).
 
     Attributes:
         topic: the topic it was published to.
@@ -384,7 +384,7 @@ class TestDaemon:
 
     @property
     def published(self) -> list[Published]:
-        """What the daemon published (dead letters), in order."""
+        """What the daemon published (dead letters, ctx.publish), in order."""
         return self.transport.published
 
     @property

@@ -20,9 +20,10 @@ __all__ = ["Collector", "Context", "LifecycleManager", "Processor", "run_process
 class Context(SimpleNamespace):
     """A namespace for whatever a collector needs at hand: set any attribute on it.
 
-    The daemon sets ``ctx.key`` (the collector key) and ``ctx.options`` (the YAML
+    The daemon sets ``ctx.key`` (the collector key), ``ctx.options`` (the YAML
     ``options:``: an instance of the collector's declared ``Options`` model, or the read-only
-    mapping) before the lifecycle runs.
+    mapping) and ``ctx.publish`` (an async ``publish(topic, body, *, qos=1,
+    user_properties=())`` on the daemon's MQTT connection) before the lifecycle runs.
     """
 
 

@@ -13,7 +13,7 @@ from mqtt_collector._mqtt.tls import TLSOptions
 from mqtt_collector._mqtt.topic import covers, overlaps, split_shared
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
     from mqtt_collector._config.load import Config
 
@@ -22,6 +22,7 @@ __all__ = [
     "build_filters",
     "build_routes",
     "build_transport",
+    "collector_publish",
     "max_packet_size",
     "overlapping_filters",
     "queue_type",
@@ -104,7 +105,8 @@ def build_collectors(
 ) -> list[Collector]:
     """Return a collector per ``collectors:`` entry, run by its error policy.
 
-    Each Context gets ``key`` and ``options`` before the lifecycle runs.
+    Each Context gets ``key`` and ``options`` before the lifecycle runs, and ``publish``
+    (see :func:`collector_publish`) when the daemon gives one.
     """
     collectors: list[Collector] = []
     for entry in config.collectors:
@@ -118,6 +120,9 @@ def build_collectors(
             max_backoff=entry.retry.max_backoff,
             dead_letter=dead_letter,
         )
+        ctx = Context(key=entry.key, options=entry.checked_options)
+        if publish is not None:
+            ctx.publish = collector_publish(publish)
         collectors.append(
             GuardedCollector(
                 entry.key,
@@ -127,10 +132,41 @@ def build_collectors(
                 on_outcome=on_outcome,
                 lifecycle=entry.lifecycle,
                 topics=entry.topics,
-                ctx=Context(key=entry.key, options=entry.checked_options),
+                ctx=ctx,
             )
         )
     return collectors
+
+
+def collector_publish(publish: Publish) -> Publish:
+    """Return ``ctx.publish``: a collector's way to publish through the daemon's connection.
+
+    ``await ctx.publish(topic, body, *, qos=1, user_properties=())`` publishes ``body``
+    (bytes) to ``topic`` on the daemon's publishing connection (the one dead letters take)
+    and returns once the broker has acknowledged it at QoS 1. It raises what the transport
+    raises (TransportError; PublishRefusedError when an MQTT 5 PUBACK refuses it), so a
+    processor that lets it propagate returns an Error, handled by the collector's error
+    policy (retry, dead letter) like any other: with QoS 1 the message in hand is not
+    acknowledged before what it led to is published. QoS 2 is refused, as everywhere in
+    the daemon. On MQTT 3.1.1, which has no properties, a publish with ``user_properties``
+    goes as the JSON envelope dead letters use.
+    """
+
+    async def publish_message(
+        topic: str,
+        body: bytes,
+        *,
+        qos: int = 1,
+        user_properties: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        if not isinstance(body, bytes | bytearray):
+            raise TypeError(f"ctx.publish: body must be bytes, got {type(body).__name__}")
+        if qos not in (0, 1):
+            raise ValueError(f"ctx.publish: qos must be 0 or 1, got {qos!r}")
+        properties = [(name, value) for name, value in user_properties]
+        await publish(topic, bytes(body), qos=qos, user_properties=properties)
+
+    return publish_message
 
 
 def queue_type(name: str) -> QueueType:
