@@ -1,4 +1,4 @@
-"""Shared helpers of the daemon tests: configs for a test broker, a running daemon, a publisher.
+"""Shared helpers of the daemon tests: configs for a test broker, a daemon running in the test.
 
 Every wait here polls a condition with a deadline (``WAIT`` seconds unless told otherwise) and
 fails with a message naming what it waited for.
@@ -24,7 +24,7 @@ from mqtt_collector._config.load import Config, load_config
 from mqtt_collector._core.collector import Context
 from mqtt_collector._daemon.daemon import Daemon
 from mqtt_collector._logging import configure_logging
-from tests.recording import Record
+from tests.helpers.collectors import Record
 
 __all__ = [
     "HOST",
@@ -35,11 +35,10 @@ __all__ = [
     "free_port",
     "logging_restored",
     "make_config",
-    "recorder",
+    "recorder_entry",
     "records",
     "run_daemon",
     "wait_until",
-    "wait_until_sync",
     "write_config",
 ]
 
@@ -55,12 +54,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def recorder(key: str = "rec", topics: Sequence[str] = ("all",), **options: Any) -> dict[str, Any]:
-    """A ``collectors:`` entry for the recording collector of ``tests.recording``."""
+def recorder_entry(
+    key: str = "rec", topics: Sequence[str] = ("all",), **options: Any
+) -> dict[str, Any]:
+    """A ``collectors:`` entry for the recording collector of ``tests.helpers.collectors``."""
     entry: dict[str, Any] = {
         "key": key,
-        "processor": "tests.recording:record",
-        "lifecycle": "tests.recording:recorder",
+        "processor": "tests.helpers.collectors:record",
+        "lifecycle": "tests.helpers.collectors:recording_lifecycle",
         "topics": list(topics),
     }
     if options:
@@ -95,7 +96,7 @@ def write_config(
         "subscriptions": [
             dict(s) for s in (subscriptions or [{"filter": f"{prefix}/#", "topics": ["all"]}])
         ],
-        "collectors": [dict(c) for c in (collectors or [recorder()])],
+        "collectors": [dict(c) for c in (collectors or [recorder_entry()])],
         **sections,
     }
     path = directory / "config.yaml"
@@ -115,17 +116,6 @@ async def wait_until(condition: Callable[[], object], *, what: str, timeout: flo
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(_POLL)
-
-
-def wait_until_sync(
-    condition: Callable[[], object], *, what: str, timeout: float = WAIT, interval: float = _POLL
-) -> None:
-    """:func:`wait_until` for code that has no event loop (a daemon in a subprocess)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 @contextlib.asynccontextmanager

@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,10 @@ from mqtt_collector._cli import main
 from tests.daemon_helpers import (
     WAIT,
     free_port,
-    recorder,
-    wait_until_sync,
+    recorder_entry,
     write_config,
 )
+from tests.helpers.daemon_process import DaemonProcess, wait_for
 from tests.helpers.mqtt_client import connected_client
 from tests.mosquitto import Mosquitto
 
@@ -59,37 +60,6 @@ def _good(directory: Path) -> Path:
 
 class TestCheck:
     """``mqtt-collector check``."""
-
-    def test_check_prints_routes(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-        """A good file: OK, each subscription with its topics and collectors, exit 0."""
-        path = _good(tmp_path)
-        assert main(["check", "--config", str(path)]) == 0
-        out = capsys.readouterr()
-        assert out.out.splitlines() == [
-            f"{path}: OK",
-            (
-                "  sensors/+/+/temperature (qos 1, json) -> topics ['temperature', 'site/{1}']"
-                " -> collectors ['store', 'sites']"
-            ),
-            "  sensors/# (qos 1, text) -> topics ['all'] -> collectors ['sites']",
-            (
-                "  collector store: tests.sample_collectors:store,"
-                " lifecycle tests.sample_collectors:lifecycle"
-            ),
-            "  collector sites: tests.sample_collectors:store",
-        ]
-        assert out.err == ""
-
-    def test_check_warns_of_unreachable_topic(
-        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-    ) -> None:
-        """A collector topic no subscription produces is a warning on stderr, not an error."""
-        collectors = [*_COLLECTORS, {**_COLLECTORS[1], "key": "lost", "topics": ["nowhere"]}]
-        path = _write(tmp_path, {"subscriptions": _SUBSCRIPTIONS, "collectors": collectors})
-        assert main(["check", "--config", str(path)]) == 0
-        err = capsys.readouterr().err
-        assert "warning:" in err
-        assert "'nowhere' is produced by no subscription" in err
 
     @pytest.mark.parametrize(
         ("change", "expected"),
@@ -179,6 +149,104 @@ class TestCheck:
         assert line.startswith(f"{path}: ")
 
 
+_REPORT_SUBSCRIPTIONS = [
+    *_SUBSCRIPTIONS,
+    {
+        "filter": "doors/+",
+        "share_group": "door-workers",
+        "qos": 0,
+        "decode": "bytes",
+        "topics": ["door/{1}", "{topic}"],
+    },
+]
+_REPORT_COLLECTORS = [
+    _COLLECTORS[0],
+    {**_COLLECTORS[1], "topics": ["site/kitchen", "site/hall", "all"]},
+    {"key": "wild", "processor": "tests.sample_collectors:store", "topics": ["site/+"]},
+]
+
+
+class TestCheckReport:
+    """``mqtt-collector check`` prints a routes table, its warnings and one summary line."""
+
+    @staticmethod
+    def _check(path: Path, capsys: pytest.CaptureFixture[str]) -> list[str]:
+        """Run ``check`` on ``path``: assert exit 0 and an empty stderr; the stdout lines."""
+        assert main(["check", "--config", str(path)]) == 0
+        out = capsys.readouterr()
+        assert out.err == ""
+        return out.out.splitlines()
+
+    def _report(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> list[str]:
+        tree = {"subscriptions": _REPORT_SUBSCRIPTIONS, "collectors": _REPORT_COLLECTORS}
+        return self._check(_write(tmp_path, tree), capsys)
+
+    def test_check_report_routes_table(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """One aligned row per template: filter, QoS, decode, template as written, collectors."""
+        lines = self._report(tmp_path, capsys)
+        assert lines[2:9] == [
+            "SUBSCRIPTION                 QOS  DECODE  PAYLOAD TOPIC  COLLECTORS",
+            "sensors/+/+/temperature      1    json    temperature    store",
+            f"{'':42}site/{{1}}       sites (site/kitchen, site/hall)",
+            "sensors/#                    1    text    all            sites",
+            "$share/door-workers/doors/+  0    bytes   door/{1}       (none)",
+            "                                          {topic}        (none)",
+            "",
+        ]
+
+    def test_check_report_collectors_table(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """One aligned row per collector: key, topics, processor, lifecycle."""
+        lines = self._report(tmp_path, capsys)
+        store, lifecycle = "tests.sample_collectors:store", "tests.sample_collectors:lifecycle"
+        assert lines[9:14] == [
+            "COLLECTOR  TOPICS                        PROCESSOR                      LIFECYCLE",
+            f"store      temperature                   {store}  {lifecycle}",
+            f"sites      site/kitchen, site/hall, all  {store}  -",
+            f"wild       site/+                        {store}  -",
+            "",
+        ]
+
+    def test_check_report_warns_of_a_topic_no_subscription_produces(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """'site/+' is a literal collector topic: the '{1}' of 'site/{1}' never yields '+'."""
+        lines = self._report(tmp_path, capsys)
+        assert (
+            "warning: collectors[2].topics[0]: collector 'wild' listens to 'site/+', which no"
+            " subscription produces; collector topics are exact names, not filters"
+            " ('+' and '#' are literal)"
+        ) in lines
+
+    def test_check_report_warns_of_a_subscription_reaching_no_collector(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A subscription none of whose templates reaches a collector is a warning."""
+        lines = self._report(tmp_path, capsys)
+        assert (
+            "warning: subscriptions[2]: messages on '$share/door-workers/doors/+' reach no"
+            " collector: no collector's topics match its Payload topics 'door/{1}', '{topic}'"
+        ) in lines
+        assert sum(line.startswith("warning:") for line in lines) == 2
+
+    def test_check_report_ends_with_summary(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """The last line counts subscriptions, collectors and warnings; warnings keep exit 0."""
+        lines = self._report(tmp_path, capsys)
+        assert lines[-2:] == ["", "OK: 3 subscriptions, 3 collectors, 2 warnings"]
+
+    def test_check_report_example_config_is_clean(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """config/example.yaml checks with no warning; its 'site/{1}' feeds nothing yet."""
+        lines = self._check(ROOT / "config" / "example.yaml", capsys)
+        assert not [line for line in lines if line.startswith("warning:")]
+        assert "                                      site/{1}       (none)" in lines
+        assert lines[-1] == "OK: 2 subscriptions, 2 collectors, no warnings"
+
+
 class TestBadHost:
     """A host name that cannot be looked up is a config error, for ``check`` and ``run``."""
 
@@ -263,63 +331,20 @@ class TestVersion:
         assert (done.returncode, done.stdout) == (0, f"mqtt-collector {__version__}\n")
 
 
-class _Process:
-    """``python -m mqtt_collector run`` in a subprocess, its log (stderr) kept in a file."""
-
-    def __init__(self, config: Path, directory: Path) -> None:
-        self.log_path = directory / "daemon.log"
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "mqtt_collector", "run", "--config", str(config)],
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=self._log,
-        )
-
-    def lines(self) -> list[dict[str, Any]]:
-        """Every log line so far, parsed as JSON (a line that is not JSON fails the test)."""
-        text = self.log_path.read_text(encoding="utf-8")
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-    def events(self) -> list[str]:
-        """The ``event`` of every log line so far."""
-        return [line["event"] for line in self.lines()]
-
-    def wait_for_event(self, event: str) -> None:
-        """Wait until a line with ``event`` was logged (fail if the process exits first)."""
-        wait_until_sync(
-            lambda: event in self.events() or self.process.poll() is not None,
-            what=f"a {event!r} log line",
-        )
-        assert event in self.events(), f"exited {self.process.returncode}: {self.lines()}"
-
-    def stop(self, signum: int = signal.SIGTERM) -> int:
-        """Send ``signum`` and return the exit status."""
-        self.process.send_signal(signum)
-        return self.process.wait(timeout=WAIT + 5)
-
-    def close(self) -> None:
-        """Kill the process if still running and close the log."""
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=WAIT)
-        self._log.close()
-
-
 @pytest.fixture
-def run_process() -> Any:
-    """Start ``run`` subprocesses; kill any left at teardown."""
-    started: list[_Process] = []
+def run_process() -> Iterator[Callable[[Path, Path], DaemonProcess]]:
+    """Start ``run`` subprocesses (not waiting for them); kill any left at teardown."""
+    started: list[DaemonProcess] = []
 
-    def start(config: Path, directory: Path) -> _Process:
-        process = _Process(config, directory)
+    def start(config: Path, directory: Path) -> DaemonProcess:
+        process = DaemonProcess(directory, config)
+        process.start(wait_subscribed=False)
         started.append(process)
         return process
 
     yield start
     for process in started:
-        process.close()
+        process.kill()
 
 
 def _metric(port: int, name: str) -> float:
@@ -336,7 +361,11 @@ class TestRunProcess:
     """``python -m mqtt_collector run`` as the real process an operator starts."""
 
     def test_run_writes_jsonl_sqlite_and_log_then_stops_on_sigterm(
-        self, mosquitto: Mosquitto, topic_prefix: str, tmp_path: Path, run_process: Any
+        self,
+        mosquitto: Mosquitto,
+        topic_prefix: str,
+        tmp_path: Path,
+        run_process: Callable[[Path, Path], DaemonProcess],
     ) -> None:
         """Messages reach the jsonl file, the sqlite table and the log; SIGTERM exits 0."""
         p = topic_prefix
@@ -370,7 +399,7 @@ class TestRunProcess:
             ],
         )
         daemon = run_process(config, tmp_path)
-        daemon.wait_for_event("subscribed")
+        daemon.wait_log("subscribed")
         with connected_client(mosquitto.port) as publisher:
             for index in range(3):
                 publisher.publish_json(f"{p}/room/{index}", {"t": index})
@@ -385,18 +414,18 @@ class TestRunProcess:
             text = jsonl_path.read_text(encoding="utf-8")
             return [json.loads(line) for line in text.splitlines()]
 
-        wait_until_sync(lambda: len(lines()) == 3 and len(rows()) == 3, what="3 lines and rows")
-        assert daemon.stop(signal.SIGTERM) == 0
+        wait_for(lambda: len(lines()) == 3 and len(rows()) == 3, what="3 lines and rows")
+        assert daemon.terminate(signal.SIGTERM) == 0
         expected = [(f"{p}/room/{i}", {"t": i}) for i in range(3)]
         assert [(line["topic"], line["data"]) for line in lines()] == expected
         assert [(topic, json.loads(data)) for topic, data in rows()] == expected
-        events = daemon.events()
+        events = [line["event"] for line in daemon.logs()]
         assert events[-2:] == ["draining", "stopped"]
-        logged = [line for line in daemon.lines() if line["event"] == "mqtt message"]
+        logged = [line for line in daemon.logs() if line["event"] == "mqtt message"]
         assert [(line["topic"], line["data"], line["level"]) for line in logged] == [
             (topic, data, "warning") for topic, data in expected
         ]
-        [connected] = [line for line in daemon.lines() if line["event"] == "connected"]
+        [connected] = [line for line in daemon.logs() if line["event"] == "connected"]
         assert connected["level"] == "info"
         assert connected["port"] == mosquitto.port
         assert "timestamp" in connected
@@ -407,7 +436,7 @@ class TestRunProcess:
         mosquitto: Mosquitto,
         topic_prefix: str,
         tmp_path: Path,
-        run_process: Any,
+        run_process: Callable[[Path, Path], DaemonProcess],
         signum: int,
     ) -> None:
         """Messages received but still queued when the signal comes are processed before exit 0."""
@@ -418,29 +447,33 @@ class TestRunProcess:
             tmp_path,
             port=mosquitto.port,
             prefix=p,
-            collectors=[recorder("rec", ["all"], path=str(records_path), delay=0.2)],
+            collectors=[recorder_entry("rec", ["all"], path=str(records_path), delay=0.2)],
             queue={"min_consumers": 1, "max_consumers": 1},
             metrics={"listen": f"127.0.0.1:{metrics_port}"},
         )
         daemon = run_process(config, tmp_path)
-        daemon.wait_for_event("subscribed")
+        daemon.wait_log("subscribed")
         with connected_client(mosquitto.port) as publisher:
             for index in range(4):
                 publisher.publish_json(f"{p}/m", index)
-        wait_until_sync(
+        wait_for(
             lambda: _metric(metrics_port, "mqtt_collector_messages_received_total") == 4,
             what="4 messages received",
         )
         queued = _metric(metrics_port, "mqtt_collector_queue_size")
-        assert daemon.stop(signum) == 0
+        assert daemon.terminate(signum) == 0
         assert queued > 0  # the signal did come while work was queued
         recorded = [json.loads(line)["data"] for line in records_path.read_text().splitlines()]
         assert recorded == [0, 1, 2, 3]
-        [draining] = [line for line in daemon.lines() if line["event"] == "draining"]
+        [draining] = [line for line in daemon.logs() if line["event"] == "draining"]
         assert draining["queued"] + draining["running"] > 0
 
     def test_run_exits_1_when_a_lifecycle_fails(
-        self, mosquitto: Mosquitto, topic_prefix: str, tmp_path: Path, run_process: Any
+        self,
+        mosquitto: Mosquitto,
+        topic_prefix: str,
+        tmp_path: Path,
+        run_process: Callable[[Path, Path], DaemonProcess],
     ) -> None:
         """A lifecycle failing at start: exit 1, one error line saying why, never connected."""
         config = write_config(
@@ -450,15 +483,16 @@ class TestRunProcess:
             collectors=[
                 {
                     "key": "db",
-                    "processor": "tests.recording:record",
-                    "lifecycle": "tests.recording:failing_lifecycle",
+                    "processor": "tests.helpers.collectors:record",
+                    "lifecycle": "tests.helpers.collectors:failing_lifecycle",
                     "topics": ["all"],
                 }
             ],
         )
         daemon = run_process(config, tmp_path)
-        assert daemon.process.wait(timeout=WAIT) == 1
-        [line] = daemon.lines()
+        assert daemon.wait(WAIT) == 1
+        assert len(daemon.text().splitlines()) == 1, daemon.text()
+        [line] = daemon.logs()
         assert line["level"] == "error"
         assert line["event"] == "cannot start"
         assert "collector 'db': lifecycle setup failed" in line["error"]

@@ -9,7 +9,14 @@ from typing import Any
 from mqtt_collector._config.load import Config
 from mqtt_collector._daemon.daemon import Daemon
 from mqtt_collector._exceptions import TransportError
-from tests.daemon_helpers import WAIT, capture_logging, make_config, recorder, records, wait_until
+from tests.daemon_helpers import (
+    WAIT,
+    capture_logging,
+    make_config,
+    recorder_entry,
+    records,
+    wait_until,
+)
 from tests.session_transport import SessionTransport
 
 REFUSED = TransportError("the broker refused the publish to 'dlq/bad': Not authorized (0x87)")
@@ -26,12 +33,12 @@ def _config(tmp_path: Path, **failing: Any) -> Config:
         collectors=[
             {
                 "key": "failing",
-                "processor": "tests.fault_collectors:fails",
+                "processor": "tests.helpers.collectors:fails",
                 "topics": ["bad"],
                 "dead_letter": {"topic": "dlq/bad", "qos": 1},
                 **failing,
             },
-            recorder(topics=["good"]),
+            recorder_entry(topics=["good"]),
         ],
         queue={"drain_timeout": 2},
     )

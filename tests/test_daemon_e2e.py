@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from tests.daemon_helpers import (
     make_config,
-    recorder,
+    recorder_entry,
     records,
     run_daemon,
     wait_until,
@@ -118,7 +118,7 @@ class TestSubscribing:
             port=mosquitto.port,
             prefix=p,
             subscriptions=[subscription],
-            collectors=[recorder("rec", ["a", "b"])],
+            collectors=[recorder_entry("rec", ["a", "b"])],
         )
         async with run_daemon(config) as daemon:
             with connected_client(mosquitto.port) as publisher:

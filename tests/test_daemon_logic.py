@@ -15,10 +15,10 @@ import pytest
 
 from mqtt_collector import Error
 from mqtt_collector.testing import TestDaemon
-from tests.daemon_helpers import capture_logging, recorder, wait_until, write_config
+from tests.daemon_helpers import capture_logging, recorder_entry, wait_until, write_config
 
 P = "t"  # the topic prefix of every config here
-FAULTS = "tests.fault_collectors"
+FAULTS = "tests.helpers.collectors"
 
 
 def _config(tmp_path: Path, **keys: Any) -> Path:
@@ -54,7 +54,10 @@ class TestDelivery:
                     "topics": ["temperature", "site/{1}", "{1}/{2}", "raw/{topic}"],
                 }
             ],
-            collectors=[recorder("rec", ["temperature"]), recorder("site", ["site/kitchen"])],
+            collectors=[
+                recorder_entry("rec", ["temperature"]),
+                recorder_entry("site", ["site/kitchen"]),
+            ],
         )
         async with TestDaemon(config) as daemon:
             delivery = await daemon.publish(topic, {"t": 21.5})
@@ -83,9 +86,9 @@ class TestDelivery:
                 {"filter": f"{P}/h/+", "topics": ["humidity"]},
             ],
             collectors=[
-                recorder("temp", ["temperature"]),
-                recorder("hum", ["humidity"]),
-                recorder("both", ["temperature", "humidity"]),
+                recorder_entry("temp", ["temperature"]),
+                recorder_entry("hum", ["humidity"]),
+                recorder_entry("both", ["temperature", "humidity"]),
             ],
         )
         async with TestDaemon(config) as daemon:
@@ -138,7 +141,7 @@ class TestRouting:
                 {"filter": f"{P}/u/+", "decode": "text", "topics": ["a", "dev/{1}"]},
                 {"filter": f"{P}/u/#", "decode": "json", "topics": ["dev/{1}", "b"]},
             ],
-            collectors=[recorder("rec", ["a", "b"])],
+            collectors=[recorder_entry("rec", ["a", "b"])],
         )
         async with TestDaemon(config) as daemon:
             delivery = await daemon.publish(f"{P}/u/x", b"plain text")
@@ -160,7 +163,7 @@ class TestRouting:
                 {"filter": f"{P}/low", "priority": 30, "topics": ["all"]},
                 {"filter": f"{P}/+", "topics": ["all"]},
             ],
-            collectors=[recorder("rec", ["all"], block=True)],
+            collectors=[recorder_entry("rec", ["all"], block=True)],
             queue={
                 "type": "priority",
                 "min_consumers": 1,
@@ -210,7 +213,7 @@ def _bad_input_config(tmp_path: Path) -> Path:
             {"filter": f"{P}/proc/+", "decode": "json", "topics": ["{1}"]},
         ],
         collectors=[
-            recorder("rec", ["good"]),
+            recorder_entry("rec", ["good"]),
             {"key": "raises", "processor": f"{FAULTS}:raises", "topics": ["raises"]},
             {"key": "returns_42", "processor": f"{FAULTS}:returns_42", "topics": ["r42"]},
             {"key": "hangs", "processor": f"{FAULTS}:hangs", "topics": ["hangs"]}
@@ -301,10 +304,10 @@ class TestBadInput:
         def marked(key: str, marker: Path) -> dict[str, Any]:
             return {
                 "key": key,
-                "processor": f"{FAULTS}:record",
+                "processor": "tests.sample_collectors:store",
                 "lifecycle": f"{FAULTS}:marker",
                 "topics": ["t"],
-                "options": {"path": str(tmp_path / f"{key}.jsonl"), "marker": str(marker)},
+                "options": {"marker": str(marker)},
             }
 
         config = _config(
@@ -314,10 +317,9 @@ class TestBadInput:
                 marked("first", first),
                 {
                     "key": "broken",
-                    "processor": f"{FAULTS}:record",
+                    "processor": "tests.sample_collectors:store",
                     "lifecycle": f"{FAULTS}:teardown_raises",
                     "topics": ["t"],
-                    "options": {"path": str(tmp_path / "broken.jsonl")},
                 },
                 marked("last", last),
             ],

@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 from mqtt_collector._daemon.daemon import Daemon
-from tests.daemon_helpers import make_config, recorder, wait_until
+from tests.daemon_helpers import make_config, recorder_entry, wait_until
 from tests.session_transport import SessionTransport
 
 
@@ -21,7 +21,7 @@ async def test_daemon_leaves_share_group_while_another_filter_is_refused(tmp_pat
             {"filter": "t/shared/+", "share_group": "g", "decode": "bytes"},
             {"filter": "t/denied/+", "decode": "bytes"},
         ],
-        collectors=[recorder(topics=["{topic}"])],
+        collectors=[recorder_entry(topics=["{topic}"])],
         queue={"drain_timeout": 2},
     )
     transport = SessionTransport(refuse_filters=["t/denied/+"])

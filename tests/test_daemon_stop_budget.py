@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from mqtt_collector._daemon.daemon import Daemon
-from tests.daemon_helpers import capture_logging, make_config, recorder, records, wait_until
+from tests.daemon_helpers import capture_logging, make_config, recorder_entry, records, wait_until
 from tests.helpers.mqtt_client import connected_client
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ async def test_daemon_stop_fits_the_budget_with_share_groups_traffic_and_slow_te
             {"filter": f"{topic_prefix}/steady/+", "topics": ["work"]},
         ],
         collectors=[
-            recorder(topics=["work"], delay=0.2),
+            recorder_entry(topics=["work"], delay=0.2),
             {
                 "key": "stuck",
                 "processor": "tests.stop_collectors:ignore",

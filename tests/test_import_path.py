@@ -6,9 +6,7 @@ working directory full of modules named like the standard library's and installe
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import subprocess
 import sys
 import uuid
@@ -17,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.daemon_helpers import WAIT, wait_until_sync, write_config
+from tests.daemon_helpers import WAIT, write_config
+from tests.helpers.daemon_process import DaemonProcess, wait_for
 from tests.helpers.mqtt_client import connected_client
 from tests.mosquitto import Mosquitto
 
@@ -101,7 +100,8 @@ def test_check_never_runs_modules_from_the_working_directory(tmp_path: Path) -> 
     )
     assert _ran(cwd) == []
     assert (done.returncode, done.stderr) == (0, ""), done.stdout
-    assert f"collector beside: {module}:write" in done.stdout
+    rows = [line.split() for line in done.stdout.splitlines()]
+    assert any(row[:1] == ["beside"] and f"{module}:write" in row for row in rows), done.stdout
 
 
 @pytest.mark.broker
@@ -118,36 +118,19 @@ def test_run_never_runs_modules_from_the_working_directory(
         collectors=_collectors(module, out, tmp_path / "db.sqlite"),
         logging={"format": "json"},
     )
-    log_path = tmp_path / "daemon.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [COMMAND, "run", "--config", str(config)],
-            cwd=cwd,
-            env=_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-        )
+    daemon = DaemonProcess(tmp_path, config, command=[COMMAND], cwd=cwd, env=_env())
+    daemon.start(wait_subscribed=False)
     try:
-
-        def events() -> list[str]:
-            text = log_path.read_text(encoding="utf-8")
-            # A config error is one plain line, not JSON: keep only the JSON log lines.
-            return [json.loads(line)["event"] for line in text.splitlines() if line[:1] == "{"]
-
-        wait_until_sync(
-            lambda: "subscribed" in events() or process.poll() is not None, what="subscribed"
+        wait_for(
+            lambda: daemon.logs("subscribed") or daemon.returncode is not None, what="subscribed"
         )
         assert _ran(cwd) == []
-        assert process.poll() is None, log_path.read_text(encoding="utf-8")
+        assert daemon.returncode is None, daemon.text()
         with connected_client(mosquitto.port) as publisher:
             publisher.publish_json(f"{topic_prefix}/x", {"t": 1})
-        wait_until_sync(out.exists, what="the collector beside the config to write")
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=WAIT + 5) == 0
+        wait_for(out.exists, what="the collector beside the config to write")
+        assert daemon.terminate() == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=WAIT)
+        daemon.kill()
     assert out.read_text(encoding="utf-8") == f"{topic_prefix}/x\n"
     assert _ran(cwd) == []

@@ -15,7 +15,7 @@ from mqtt_collector._daemon.wiring import build_filters, overlapping_filters
 from mqtt_collector._mqtt.template import TopicTemplate
 from mqtt_collector._mqtt.topic import TopicFilter, covers
 from mqtt_collector._mqtt.transport import Inbound
-from tests.daemon_helpers import recorder, write_config
+from tests.daemon_helpers import recorder_entry, write_config
 
 
 def _route(
@@ -195,7 +195,7 @@ class TestFilters:
             port=1883,
             prefix="p",
             subscriptions=list(subscriptions),
-            collectors=[recorder("rec", ["all"])],
+            collectors=[recorder_entry("rec", ["all"])],
         )
         return build_filters(load_config(path, environ={}))
 

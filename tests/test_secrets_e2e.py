@@ -8,9 +8,7 @@ password and the DSN's password.
 
 from __future__ import annotations
 
-import signal
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 import uuid
@@ -18,14 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_helpers import WAIT, free_port, wait_until_sync, write_config
+from tests.daemon_helpers import WAIT, free_port, write_config
+from tests.helpers.daemon_process import COMMAND, REPO, DaemonProcess, wait_for
 from tests.helpers.mqtt_client import connected_client
 from tests.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.broker
-
-ROOT = Path(__file__).resolve().parent.parent
-COMMAND = (sys.executable, "-m", "mqtt_collector")
 
 
 def _get(port: int, path: str) -> str:
@@ -42,7 +38,7 @@ def _cli(*args: str) -> str:
     """Run a short CLI command; return its stdout and stderr together."""
     done = subprocess.run(
         [*COMMAND, *args],
-        cwd=ROOT,
+        cwd=REPO,
         capture_output=True,
         text=True,
         timeout=WAIT,
@@ -81,35 +77,25 @@ def test_no_secret_in_logs_check_or_metrics(
         "check": _cli("check", "--config", str(config)),
         "route": _cli("route", "--config", str(config), f"{topic_prefix}/x"),
     }
-    out_path, err_path = tmp_path / "stdout", tmp_path / "stderr"
-    with out_path.open("wb") as out, err_path.open("wb") as err:
-        process = subprocess.Popen(
-            [*COMMAND, "run", "--config", str(config)],
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
-        )
+    daemon = DaemonProcess(tmp_path, config)
+    daemon.start(wait_subscribed=False)
     try:
 
         def logged(text: str) -> bool:
-            return text in err_path.read_text(encoding="utf-8") or process.poll() is not None
+            return text in daemon.text() or daemon.returncode is not None
 
-        wait_until_sync(lambda: logged("subscribed"), what="the daemon to subscribe")
-        assert process.poll() is None, err_path.read_text(encoding="utf-8")
+        wait_for(lambda: logged("subscribed"), what="the daemon to subscribe")
+        assert daemon.returncode is None, daemon.text()
         with connected_client(mosquitto.port) as publisher:
             publisher.publish_json(f"{topic_prefix}/x", {"t": 1})
-        wait_until_sync(lambda: logged("collector failed"), what="the processor to fail")
+        wait_for(lambda: logged("collector failed"), what="the processor to fail")
         for path in ("/metrics", "/healthz", "/readyz"):
             outputs[path] = _get(metrics_port, path)
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=WAIT + 5) == 0
+        assert daemon.terminate() == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=WAIT)
-    outputs["run stdout"] = out_path.read_text(encoding="utf-8")
-    outputs["run stderr"] = err_path.read_text(encoding="utf-8")
+        daemon.kill()
+    outputs["run stdout"] = daemon.out_path.read_text(encoding="utf-8")
+    outputs["run stderr"] = daemon.text()
     # The failures were logged, with the teardown's traceback: there was something to leak.
     assert "collector failed" in outputs["run stderr"]
     assert "lifecycle teardown failed" in outputs["run stderr"]

@@ -13,11 +13,10 @@ import pytest
 
 from tests.faults.helpers import (
     COLLECTORS,
-    DaemonProcess,
     daemon_config,
     read_records,
-    wait_for,
 )
+from tests.helpers.daemon_process import DaemonProcess, wait_for
 from tests.helpers.mqtt_client import connected_client
 
 if TYPE_CHECKING:
@@ -83,7 +82,12 @@ def _config(broker: Mosquitto, prefix: str, out: Path, client_id: str) -> dict[s
             {"filter": f"{prefix}/proc/+", "decode": "json", "topics": ["{1}"]},
         ],
         collectors=[
-            {"key": "record", "processor": f"{COLLECTORS}:record", "topics": ["good"]}
+            {
+                "key": "record",
+                "processor": f"{COLLECTORS}:record",
+                "lifecycle": f"{COLLECTORS}:recording_lifecycle",
+                "topics": ["good"],
+            }
             | {"options": record},
             {"key": "raises", "processor": f"{COLLECTORS}:raises", "topics": ["raises"]},
             {"key": "returns_42", "processor": f"{COLLECTORS}:returns_42", "topics": ["r42"]},
@@ -93,7 +97,12 @@ def _config(broker: Mosquitto, prefix: str, out: Path, client_id: str) -> dict[s
                 "topics": ["hangs"],
                 "timeout": HANG_TIMEOUT,
             },
-            {"key": "proc_good", "processor": f"{COLLECTORS}:record", "topics": ["good"]}
+            {
+                "key": "proc_good",
+                "processor": f"{COLLECTORS}:record",
+                "lifecycle": f"{COLLECTORS}:recording_lifecycle",
+                "topics": ["good"],
+            }
             | {"options": {"path": str(out.with_suffix(".proc"))}},
         ],
     )
@@ -152,7 +161,12 @@ def test_bad_input_refused_body_is_acked_not_redelivered(
             | {"topics": ["good"]}
         ],
         collectors=[
-            {"key": "record", "processor": f"{COLLECTORS}:record", "topics": ["good"]}
+            {
+                "key": "record",
+                "processor": f"{COLLECTORS}:record",
+                "lifecycle": f"{COLLECTORS}:recording_lifecycle",
+                "topics": ["good"],
+            }
             | {"options": {"path": str(out)}}
         ],
     )

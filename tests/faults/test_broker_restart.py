@@ -9,11 +9,10 @@ import pytest
 
 from tests.faults.helpers import (
     COLLECTORS,
-    DaemonProcess,
     daemon_config,
     numbers,
-    wait_for,
 )
+from tests.helpers.daemon_process import DaemonProcess, wait_for
 from tests.helpers.mqtt_client import connected_client
 
 if TYPE_CHECKING:
@@ -48,6 +47,7 @@ def test_broker_restart_twice_loses_nothing(
             {
                 "key": "record",
                 "processor": f"{COLLECTORS}:record",
+                "lifecycle": f"{COLLECTORS}:recording_lifecycle",
                 "topics": ["n"],
                 "options": {"path": str(out)},
             }

@@ -9,11 +9,10 @@ import pytest
 
 from tests.faults.helpers import (
     COLLECTORS,
-    DaemonProcess,
     daemon_config,
     numbers,
-    wait_for,
 )
+from tests.helpers.daemon_process import DaemonProcess, wait_for
 from tests.helpers.mqtt_client import connected_client
 
 if TYPE_CHECKING:
@@ -41,6 +40,7 @@ def test_crash_sigkill_loses_no_message(
             {
                 "key": "record",
                 "processor": f"{COLLECTORS}:record",
+                "lifecycle": f"{COLLECTORS}:recording_lifecycle",
                 "topics": ["n"],
                 "options": {"path": str(out)},
             }

@@ -9,13 +9,12 @@ import pytest
 
 from tests.faults.helpers import (
     COLLECTORS,
-    DaemonProcess,
     daemon_config,
     free_port,
     metric,
     read_records,
-    wait_for,
 )
+from tests.helpers.daemon_process import DaemonProcess, wait_for
 from tests.helpers.mqtt_client import connected_client
 
 if TYPE_CHECKING:
@@ -169,6 +168,7 @@ def test_error_policy_refused_dead_letter_leaves_the_message_unacked(
         {
             "key": "record",
             "processor": f"{COLLECTORS}:record",
+            "lifecycle": f"{COLLECTORS}:recording_lifecycle",
             "topics": ["fail"],
             "options": {"path": str(out)},
         }

@@ -10,11 +10,10 @@ import pytest
 
 from tests.faults.helpers import (
     COLLECTORS,
-    DaemonProcess,
     daemon_config,
     numbers,
-    wait_for,
 )
+from tests.helpers.daemon_process import DaemonProcess, wait_for
 from tests.helpers.mqtt_client import MqttClient, connected_client
 
 if TYPE_CHECKING:
@@ -39,6 +38,7 @@ def _daemon(broker: Mosquitto, tmp_path: Path, name: str, topic: str) -> DaemonP
             {
                 "key": "record",
                 "processor": f"{COLLECTORS}:record",
+                "lifecycle": f"{COLLECTORS}:recording_lifecycle",
                 "topics": ["n"],
                 "options": {"path": str(tmp_path / f"{name}.jsonl")},
             }

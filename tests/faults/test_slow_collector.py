@@ -9,11 +9,10 @@ import pytest
 
 from tests.faults.helpers import (
     COLLECTORS,
-    DaemonProcess,
     daemon_config,
     numbers,
-    wait_for,
 )
+from tests.helpers.daemon_process import DaemonProcess, wait_for
 from tests.helpers.mqtt_client import connected_client
 
 if TYPE_CHECKING:
@@ -48,9 +47,10 @@ def test_slow_collector_keeps_memory_bounded(
         collectors=[
             {
                 "key": "slow",
-                "processor": f"{COLLECTORS}:slow",
+                "processor": f"{COLLECTORS}:record",
+                "lifecycle": f"{COLLECTORS}:recording_lifecycle",
                 "topics": ["n"],
-                "options": {"path": str(out)},
+                "options": {"path": str(out), "delay": 0.05},
             }
         ],
         queue={"max_consumers": 64, "min_consumers": 1},
