@@ -516,6 +516,19 @@ class TestCouldProduce:
         assert t.could_produce("x/a/b/c", filter_=f)
         assert not t.could_produce("x/ab", filter_=f)
 
+    def test_could_produce_no_wildcard_from_a_capture(self) -> None:
+        """A capture is part of a topic name, so 'site/{1}' never yields 'site/+' or 'site/#'."""
+        f = TopicFilter("sensors/+/#")
+        assert not TopicTemplate("site/{1}", wildcards=2).could_produce("site/+", filter_=f)
+        assert not TopicTemplate("site/{2}", wildcards=2).could_produce("site/a/#", filter_=f)
+        assert TopicTemplate("site/+", wildcards=2).could_produce("site/+", filter_=f)
+
+    def test_could_produce_no_wildcard_from_topic(self) -> None:
+        """'{topic}' is a topic name: it never yields the filter's own wildcards."""
+        t = TopicTemplate("{topic}", wildcards=2)
+        assert not t.could_produce("sensors/+", filter_=TopicFilter("sensors/+"))
+        assert not t.could_produce("sensors/a/#", filter_=TopicFilter("sensors/#"))
+
     def test_could_produce_uses_plain_filter_of_share(self) -> None:
         """The $share prefix is not part of any topic."""
         t = TopicTemplate("{topic}", wildcards=0)

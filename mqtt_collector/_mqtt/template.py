@@ -69,7 +69,8 @@ class TopicTemplate:
         """Tell whether some topic matched by ``filter_`` could render to ``payload_topic``.
 
         Conservative: it may say True for a topic no message will produce, never False for
-        one that some message would.
+        one that some message would. A capture or ``{topic}`` never yields '+' or '#' (topic
+        names cannot hold them), so ``site/+`` is producible only by a template written so.
 
         Args:
             payload_topic: a Payload topic a collector listens to.
@@ -85,7 +86,8 @@ class TopicTemplate:
             elif part is None:
                 pieces.append(f"(?:{filter_.topic_pattern()})")
             elif part < filter_.wildcards:
-                pieces.append("[^/]*" if filter_.kinds[part] == "+" else ".*")
+                # A capture is part of a topic name, so it never holds a wildcard character.
+                pieces.append("[^/+#]*" if filter_.kinds[part] == "+" else "[^+#]*")
             else:
                 raise ValueError(
                     f"topic template {self.template!r}: '{{{part + 1}}}' names capture"

@@ -247,9 +247,12 @@ class TopicFilter:
 
 
 def _filter_pattern(levels: list[str], *, capture: bool = True) -> str:
-    """Translate a filter's levels into a regex (groups around wildcards when ``capture``)."""
-    one = "([^/]*)" if capture else "[^/]*"
-    rest = "(.*)" if capture else ".*"
+    """Translate a filter's levels into a regex (groups around wildcards when ``capture``).
+
+    Without ``capture`` it describes topic names, which never hold '+' or '#'.
+    """
+    one = "([^/]*)" if capture else "[^/+#]*"
+    rest = "(.*)" if capture else "[^+#]*"
     parts = [one if level == "+" else re.escape(level) for level in levels]
     if levels[-1] == "#":
         if len(levels) == 1:
