@@ -15,6 +15,7 @@ from mqtt_collector import __version__
 from mqtt_collector._config.load import load_config
 from mqtt_collector._daemon.daemon import Daemon
 from mqtt_collector._daemon.mapper import Mapper
+from mqtt_collector._daemon.routes_report import check_report
 from mqtt_collector._daemon.wiring import build_routes
 from mqtt_collector._exceptions import ConfigError, IncompatibleClientError, LifecycleError
 from mqtt_collector._logging import configure_logging
@@ -67,36 +68,9 @@ def _collectors_for(config: Config, topics: Sequence[str]) -> list[str]:
 
 
 def _check(config: Config) -> int:
-    for warning in config.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    print(f"{config.path}: OK")
-    for sub in config.subscriptions:
-        collectors = _collectors_for_templates(config, sub.topics)
-        print(
-            f"  {sub.mqtt_filter} (qos {sub.qos}, {sub.decode}) -> "
-            f"topics {list(sub.topics)} -> collectors {collectors}"
-        )
-    for collector in config.collectors:
-        lifecycle = f", lifecycle {collector.lifecycle_path}" if collector.lifecycle_path else ""
-        print(f"  collector {collector.key}: {collector.processor_path}{lifecycle}")
+    # Warnings are part of the report (the same ones `run` logs at start-up); exit 0 anyway.
+    print(check_report(config))
     return EXIT_OK
-
-
-def _collectors_for_templates(config: Config, templates: Sequence[str]) -> list[str]:
-    # A template with placeholders may reach any collector topic it can render to.
-    found = []
-    for collector in config.collectors:
-        for sub in config.subscriptions:
-            if tuple(sub.topics) != tuple(templates):
-                continue
-            if any(
-                template.could_produce(topic, filter_=sub.matcher)
-                for template in sub.templates
-                for topic in collector.topics
-            ):
-                found.append(collector.key)
-                break
-    return found
 
 
 def _route(config: Config, topic: str) -> int:
