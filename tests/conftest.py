@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import pytest
 
-from tests.mosquitto import BrokerUnavailableError, Mosquitto, MosquittoFactory
+from tests.helpers.mosquitto import BrokerUnavailableError, Mosquitto, MosquittoFactory
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

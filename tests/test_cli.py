@@ -17,15 +17,15 @@ import yaml
 
 from mqtt_collector import __version__, _cli
 from mqtt_collector._cli import main
-from tests.daemon_helpers import (
+from tests.helpers.daemon import (
     WAIT,
     free_port,
     recorder_entry,
     write_config,
 )
 from tests.helpers.daemon_process import DaemonProcess, wait_for
+from tests.helpers.mosquitto import Mosquitto
 from tests.helpers.mqtt_client import connected_client
-from tests.mosquitto import Mosquitto
 
 ROOT = Path(__file__).resolve().parent.parent
 

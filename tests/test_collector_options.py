@@ -13,7 +13,7 @@ from mqtt_collector._cli import main
 from mqtt_collector._daemon.wiring import build_collectors
 from mqtt_collector.collectors import jsonl, log, sqlite
 from tests import option_collectors
-from tests.config_helpers import base, collector, load, write
+from tests.helpers.config import base, collector, load, write
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from mqtt_collector._config.load import Config, load_config
 from mqtt_collector._exceptions import ConfigError
-from tests.config_helpers import base, collector, error, load, subscription, write
+from tests.helpers.config import base, collector, error, load, subscription, write
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "example.yaml"
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from mqtt_collector._config.load import Protocol
-from tests.config_helpers import base, error, load
+from tests.helpers.config import base, error, load
 
 if TYPE_CHECKING:
     from pathlib import Path

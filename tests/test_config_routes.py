@@ -8,7 +8,7 @@ import pytest
 
 from mqtt_collector._mqtt.topic import TopicFilter
 from tests import sample_collectors
-from tests.config_helpers import base, collector, error, load, subscription
+from tests.helpers.config import base, collector, error, load, subscription
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from mqtt_collector._config.load import ListenAddress
-from tests.config_helpers import base, error, load
+from tests.helpers.config import base, error, load
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -8,7 +8,7 @@ from typing import Any
 
 from mqtt_collector import Context, Payload, Result
 from mqtt_collector._daemon.daemon import Daemon
-from tests.daemon_helpers import WAIT, make_config, wait_until
+from tests.helpers.daemon import WAIT, make_config, wait_until
 from tests.session_transport import SessionTransport
 
 # The events the processors below wait on, made afresh by each test (in its own loop).

@@ -13,7 +13,7 @@ from mqtt_collector._config.load import Config
 from mqtt_collector._daemon.daemon import Daemon
 from mqtt_collector._mqtt.aiomqtt.transport import AiomqttTransport
 from mqtt_collector._mqtt.transport import ConnectError
-from tests.daemon_helpers import WAIT, LogCapture, capture_logging, make_config, wait_until
+from tests.helpers.daemon import WAIT, LogCapture, capture_logging, make_config, wait_until
 from tests.helpers.scripted_broker import ScriptedBroker, ScriptedConnection
 
 _FAST = {"initial_delay": 0.05, "max_delay": 0.1}

@@ -9,7 +9,7 @@ from typing import Any
 from mqtt_collector._config.load import Config
 from mqtt_collector._daemon.daemon import Daemon
 from mqtt_collector._exceptions import TransportError
-from tests.daemon_helpers import (
+from tests.helpers.daemon import (
     WAIT,
     capture_logging,
     make_config,

@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.daemon_helpers import (
+from tests.helpers.daemon import (
     make_config,
     recorder_entry,
     records,
     run_daemon,
     wait_until,
 )
+from tests.helpers.mosquitto import Mosquitto
 from tests.helpers.mqtt_client import connected_client
-from tests.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.broker
 

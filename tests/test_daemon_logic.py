@@ -15,14 +15,14 @@ import pytest
 
 from mqtt_collector import Error
 from mqtt_collector.testing import TestDaemon
-from tests.daemon_helpers import capture_logging, recorder_entry, wait_until, write_config
+from tests.helpers.daemon import capture_logging, recorder_entry, wait_until, write_config
 
 P = "t"  # the topic prefix of every config here
 FAULTS = "tests.helpers.collectors"
 
 
 def _config(tmp_path: Path, **keys: Any) -> Path:
-    """A config as tests.daemon_helpers writes it (its broker is never connected to)."""
+    """A config as tests.helpers.daemon writes it (its broker is never connected to)."""
     return write_config(tmp_path, port=1883, prefix=P, **keys)
 
 

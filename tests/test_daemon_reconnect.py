@@ -15,7 +15,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from mqtt_collector._config.load import Config
 from mqtt_collector._daemon import daemon as _daemon
 from mqtt_collector._daemon.daemon import Daemon
-from tests.daemon_helpers import (
+from tests.helpers.daemon import (
     LogCapture,
     capture_logging,
     collector_ctx,
@@ -24,9 +24,9 @@ from tests.daemon_helpers import (
     run_daemon,
     wait_until,
 )
+from tests.helpers.mosquitto import Mosquitto, MosquittoFactory
 from tests.helpers.mqtt_client import connected_client
 from tests.helpers.scripted_broker import ScriptedBroker, ScriptedConnection
-from tests.mosquitto import Mosquitto, MosquittoFactory
 
 _FAST = {"initial_delay": 0.1, "max_delay": 0.3}
 

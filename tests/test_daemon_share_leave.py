@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 from mqtt_collector._daemon.daemon import Daemon
-from tests.daemon_helpers import make_config, recorder_entry, wait_until
+from tests.helpers.daemon import make_config, recorder_entry, wait_until
 from tests.session_transport import SessionTransport
 
 

@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING
 import pytest
 
 from mqtt_collector._daemon.daemon import Daemon
-from tests.daemon_helpers import capture_logging, make_config, recorder_entry, records, wait_until
+from tests.helpers.daemon import capture_logging, make_config, recorder_entry, records, wait_until
 from tests.helpers.mqtt_client import connected_client
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from mqtt_collector._mqtt.transport import Inbound
-    from tests.mosquitto import Mosquitto
+    from tests.helpers.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.broker
 

@@ -14,7 +14,7 @@ import pytest
 from mqtt_collector._daemon import daemon as _daemon
 from mqtt_collector._daemon.daemon import Daemon
 from tests.conftest import in_ci
-from tests.daemon_helpers import (
+from tests.helpers.daemon import (
     WAIT,
     LogCapture,
     capture_logging,
@@ -24,9 +24,9 @@ from tests.daemon_helpers import (
     run_daemon,
     wait_until,
 )
+from tests.helpers.mosquitto import MosquittoFactory
 from tests.helpers.mqtt_client import connected_client
 from tests.helpers.scripted_broker import SUBSCRIBE, ScriptedBroker, ScriptedConnection
-from tests.mosquitto import MosquittoFactory
 
 BACKLOG = 300
 _FAST = {"initial_delay": 0.1, "max_delay": 0.3}

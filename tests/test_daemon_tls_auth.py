@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.daemon_helpers import (
+from tests.helpers.daemon import (
     LogCapture,
     capture_logging,
     make_config,
@@ -18,8 +18,8 @@ from tests.daemon_helpers import (
     run_daemon,
     wait_until,
 )
+from tests.helpers.mosquitto import Mosquitto
 from tests.helpers.mqtt_client import connected_client
-from tests.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.broker
 

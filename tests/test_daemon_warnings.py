@@ -14,7 +14,7 @@ from mqtt_collector._daemon.daemon import Daemon
 from mqtt_collector._daemon.wiring import overlapping_filters
 from mqtt_collector._exceptions import TransportError
 from mqtt_collector._mqtt.transport import ConnectionInfo, Inbound
-from tests.daemon_helpers import (
+from tests.helpers.daemon import (
     WAIT,
     LogCapture,
     capture_logging,
@@ -23,8 +23,8 @@ from tests.daemon_helpers import (
     run_daemon,
     wait_until,
 )
+from tests.helpers.mosquitto import MosquittoFactory
 from tests.helpers.mqtt_client import connected_client
-from tests.mosquitto import MosquittoFactory
 
 _STALE = "message matches no subscription: acked and dropped"
 _CLEAR = "credentials go in clear text: broker.tls is off and the broker is not on this host"

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from tests.daemon_helpers import WAIT, write_config
+from tests.helpers.daemon import WAIT, write_config
 from tests.helpers.daemon_process import DaemonProcess, wait_for
+from tests.helpers.mosquitto import Mosquitto
 from tests.helpers.mqtt_client import connected_client
-from tests.mosquitto import Mosquitto
 
 COMMAND = str(Path(sys.executable).parent / "mqtt-collector")
 # Names of modules the daemon imports after reading its config: the standard library's

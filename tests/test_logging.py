@@ -12,7 +12,7 @@ import pytest
 import structlog
 
 from mqtt_collector._logging import configure_logging
-from tests.daemon_helpers import logging_restored
+from tests.helpers.daemon import logging_restored
 
 
 @pytest.fixture(autouse=True)

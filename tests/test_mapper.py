@@ -15,7 +15,7 @@ from mqtt_collector._daemon.wiring import build_filters, overlapping_filters
 from mqtt_collector._mqtt.template import TopicTemplate
 from mqtt_collector._mqtt.topic import TopicFilter, covers
 from mqtt_collector._mqtt.transport import Inbound
-from tests.daemon_helpers import recorder_entry, write_config
+from tests.helpers.daemon import recorder_entry, write_config
 
 
 def _route(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mqtt_collector._config.load import Config
-from tests.daemon_helpers import (
+from tests.helpers.daemon import (
     WAIT,
     free_port,
     make_config,
@@ -18,8 +18,8 @@ from tests.daemon_helpers import (
     run_daemon,
     wait_until,
 )
+from tests.helpers.mosquitto import Mosquitto, MosquittoFactory
 from tests.helpers.mqtt_client import connected_client
-from tests.mosquitto import Mosquitto, MosquittoFactory
 
 pytestmark = pytest.mark.broker
 

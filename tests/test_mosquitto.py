@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING
 import pytest
 from paho.mqtt.client import MQTTv311
 
+from tests.helpers.mosquitto import BrokerStartError
 from tests.helpers.mqtt_client import MqttClient
-from tests.mosquitto import BrokerStartError
 
 if TYPE_CHECKING:
-    from tests.mosquitto import Mosquitto, MosquittoFactory
+    from tests.helpers.mosquitto import Mosquitto, MosquittoFactory
 
 pytestmark = pytest.mark.broker
 

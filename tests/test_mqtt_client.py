@@ -13,7 +13,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from tests.helpers.mqtt_client import MqttClient, close_client, connected_client
 
 if TYPE_CHECKING:
-    from tests.mosquitto import Mosquitto
+    from tests.helpers.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.broker
 

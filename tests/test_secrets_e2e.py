@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_helpers import WAIT, free_port, write_config
+from tests.helpers.daemon import WAIT, free_port, write_config
 from tests.helpers.daemon_process import COMMAND, REPO, DaemonProcess, wait_for
+from tests.helpers.mosquitto import Mosquitto
 from tests.helpers.mqtt_client import connected_client
-from tests.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.broker
 

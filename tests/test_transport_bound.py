@@ -10,13 +10,13 @@ import pytest
 
 from mqtt_collector._daemon.wiring import PACKET_OVERHEAD, max_packet_size
 from mqtt_collector._mqtt.aiomqtt.transport import AiomqttTransport
-from tests.daemon_helpers import WAIT, make_config, records, run_daemon, wait_until
+from tests.helpers.daemon import WAIT, make_config, records, run_daemon, wait_until
 from tests.helpers.mqtt_client import connected_client
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from tests.mosquitto import Mosquitto
+    from tests.helpers.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.broker
 

@@ -13,10 +13,10 @@ import pytest
 
 from mqtt_collector._mqtt.aiomqtt.transport import AiomqttTransport
 from mqtt_collector._mqtt.envelope import envelope
-from tests.daemon_helpers import WAIT
+from tests.helpers.daemon import WAIT
 
 if TYPE_CHECKING:
-    from tests.mosquitto import Mosquitto
+    from tests.helpers.mosquitto import Mosquitto
 
 PROPERTIES = [("error", "RuntimeError: no"), ("collector", "store"), ("topic", "a/b")]
 

@@ -10,14 +10,14 @@ import pytest
 
 from mqtt_collector._exceptions import TransportError
 from mqtt_collector._mqtt.aiomqtt.transport import AiomqttTransport
-from tests.daemon_helpers import WAIT, wait_until
+from tests.helpers.daemon import WAIT, wait_until
 from tests.helpers.mqtt_client import connected_client
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from mqtt_collector._mqtt.transport import Inbound
-    from tests.mosquitto import Mosquitto
+    from tests.helpers.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.broker
 

@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING
 import pytest
 
 from mqtt_collector._mqtt.aiomqtt.transport import AiomqttTransport
-from tests.daemon_helpers import capture_logging, make_config, run_daemon, wait_until
+from tests.helpers.daemon import capture_logging, make_config, run_daemon, wait_until
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from tests.mosquitto import Mosquitto
+    from tests.helpers.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.broker
 

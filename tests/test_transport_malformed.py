@@ -10,7 +10,7 @@ import pytest
 
 from mqtt_collector._exceptions import TransportError
 from mqtt_collector._mqtt.aiomqtt.transport import AiomqttTransport
-from tests.daemon_helpers import WAIT, capture_logging, make_config, records, run_daemon, wait_until
+from tests.helpers.daemon import WAIT, capture_logging, make_config, records, run_daemon, wait_until
 from tests.helpers.scripted_broker import ScriptedBroker, publish_packet
 
 if TYPE_CHECKING:

@@ -18,13 +18,13 @@ from mqtt_collector._daemon.daemon import Daemon
 from mqtt_collector._exceptions import IncompatibleClientError
 from mqtt_collector._mqtt.aiomqtt.private import ReadGate, check_client, message_queue
 from mqtt_collector._mqtt.aiomqtt.transport import AiomqttTransport
-from tests.daemon_helpers import WAIT, make_config, wait_until, write_config
+from tests.helpers.daemon import WAIT, make_config, wait_until, write_config
 from tests.helpers.scripted_broker import ScriptedBroker
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from tests.mosquitto import Mosquitto
+    from tests.helpers.mosquitto import Mosquitto
 
 VERSIONS = (
     f"aiomqtt {importlib.metadata.version('aiomqtt')}",

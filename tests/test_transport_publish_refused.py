@@ -10,12 +10,12 @@ import pytest
 
 from mqtt_collector._exceptions import PublishRefusedError, TransportError
 from mqtt_collector._mqtt.aiomqtt.transport import AiomqttTransport
-from tests.daemon_helpers import WAIT
+from tests.helpers.daemon import WAIT
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from tests.mosquitto import Mosquitto, MosquittoFactory
+    from tests.helpers.mosquitto import Mosquitto, MosquittoFactory
 
 pytestmark = pytest.mark.broker
 

@@ -9,10 +9,10 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tests.daemon_helpers import free_port
+from tests.helpers.daemon import free_port
 
 if TYPE_CHECKING:
-    from tests.mosquitto import Mosquitto
+    from tests.helpers.mosquitto import Mosquitto
 
 __all__ = [
     "daemon_config",

@@ -18,7 +18,7 @@ from tests.helpers.mqtt_client import connected_client
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from tests.mosquitto import Mosquitto
+    from tests.helpers.mosquitto import Mosquitto
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

@@ -20,7 +20,7 @@ from tests.helpers.mqtt_client import connected_client
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from tests.mosquitto import Mosquitto, MosquittoFactory
+    from tests.helpers.mosquitto import Mosquitto, MosquittoFactory
 
 pytestmark = pytest.mark.broker
 

@@ -14,7 +14,7 @@ from mqtt_collector._mqtt.aiomqtt.private import message_queue
 from mqtt_collector._mqtt.aiomqtt.transport import AiomqttTransport
 
 if TYPE_CHECKING:
-    from tests.mosquitto import Mosquitto
+    from tests.helpers.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.broker
 
