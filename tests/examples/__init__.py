@@ -1,0 +1,1 @@
+"""The deployments in examples/, each run as written against a real Mosquitto."""
