@@ -7,6 +7,7 @@ import asyncio
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
@@ -44,12 +45,32 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--config", "-c", required=True, metavar="FILE", help="YAML file")
         if name == "route":
             command.add_argument("topic", metavar="TOPIC", help="an MQTT topic name")
+    text = "run the daemon on an embedded broker, fed by simulated sensors, and sum it up"
+    demo = commands.add_parser("demo", help=text, description=text)
+    demo.add_argument(
+        "--broker",
+        metavar="HOST:PORT",
+        help="use this broker instead of the embedded one (needs the demo extra all the same)",
+    )
+    demo.add_argument(
+        "--protocol", choices=("5", "3.1.1"), help="MQTT version (default: 5, or 3.1.1 embedded)"
+    )
+    demo.add_argument("--duration", default="10", metavar="S", help="seconds to run (default 10)")
+    demo.add_argument(
+        "--out",
+        default="demo-output",
+        metavar="DIR",
+        help="where the config, database and JSON Lines file go, replacing an earlier run's"
+        " (default ./demo-output)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = _parser().parse_args(argv)
+    if args.command == "demo":
+        return _demo(args)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -115,6 +136,28 @@ def _run(config: Config) -> int:
         log.exception("fatal error")
         return EXIT_FATAL
     return EXIT_OK
+
+
+def _demo(args: argparse.Namespace) -> int:
+    # Imported here: `run` and `check` never load the demo's modules.
+    from mqtt_collector._demo.options import (  # noqa: PLC0415
+        DemoOptions,
+        parse_broker,
+        parse_duration,
+    )
+    from mqtt_collector._demo.run import run_demo  # noqa: PLC0415
+
+    try:
+        options = DemoOptions(
+            broker=None if args.broker is None else parse_broker(args.broker),
+            protocol=args.protocol,
+            duration=parse_duration(args.duration),
+            out=Path(args.out),
+        )
+    except ValueError as exc:
+        print(f"mqtt-collector demo: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    return run_demo(options, configure_logging=configure_logging)
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

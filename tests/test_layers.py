@@ -1,8 +1,8 @@
 """The package's layers, as folders: each imports only what lies below it, and nothing circles.
 
 Layers, lowest first: the collector queue core (``_core``), the MQTT side (``_mqtt``), the
-configuration (``_config``), the daemon (``_daemon``). The core and the MQTT side stand
-alone; the built-in collectors use the public package only.
+configuration (``_config``), the daemon (``_daemon``), the demo (``_demo``). The core and
+the MQTT side stand alone; the built-in collectors use the public package only.
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ def _layer_modules(layer: str) -> list[str]:
         ("_mqtt", (), ("yaml", "pydantic")),
         ("_config", ("_core", "_mqtt"), ()),
         ("_daemon", ("_core", "_mqtt", "_config"), ()),
+        ("_demo", ("_core", "_mqtt", "_config", "_daemon"), ()),
     ],
 )
 def test_layer_imports_only_what_lies_below(
@@ -132,6 +133,9 @@ def test_layer_test_sees_every_module() -> None:
     layered = {
         name
         for name in MODULES
-        if any(_in(name, layer) for layer in ("_core", "_mqtt", "_config", "_daemon", "collectors"))
+        if any(
+            _in(name, layer)
+            for layer in ("_core", "_mqtt", "_config", "_daemon", "_demo", "collectors")
+        )
     }
     assert set(MODULES) - layered - top == set()
