@@ -2,6 +2,11 @@
 
 Locally a missing `mosquitto` (or `openssl`, `mosquitto_passwd`) skips the tests that need a broker;
 with `CI` set it fails them, because a skip must never count as a pass in CI.
+
+`MQTT_COLLECTOR_TEST_BROKER` (`subprocess`, the default; `container`; `external`) chooses where the
+shared `mosquitto` runs: see tests/helpers/broker_mode.py. A container mode without a Docker engine
+is one more missing tool: a skip locally, a failure in CI. `private_mosquitto` and `make_mosquitto`
+are subprocesses in every mode.
 """
 
 from __future__ import annotations
@@ -13,6 +18,12 @@ from typing import TYPE_CHECKING, NoReturn
 
 import pytest
 
+from tests.helpers.broker_mode import (
+    BrokerMode,
+    ContainerMosquitto,
+    ExternalMosquitto,
+    broker_choice,
+)
 from tests.helpers.mosquitto import BrokerUnavailableError, Mosquitto, MosquittoFactory
 
 if TYPE_CHECKING:
@@ -20,6 +31,14 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 _NOT_CI = frozenset({"", "0", "false", "no"})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse to run with a broker mode that does not parse, before any test starts."""
+    try:
+        broker_choice(os.environ)
+    except ValueError as error:
+        raise pytest.UsageError(str(error)) from None
 
 
 def in_ci() -> bool:
@@ -55,10 +74,25 @@ def _make(
 def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
     """The broker most tests share: plain, TLS, mutual-TLS and password listeners.
 
+    In the container and external modes it has the plain listener only; a test asking for
+    another skips, saying why.
+
     Never stop or reconfigure it; use `private_mosquitto` or `make_mosquitto` for that, and
     `topic_prefix` to keep out of other tests' messages.
     """
-    broker = _make(tmp_path_factory.mktemp("mosquitto"), tls=True, auth=True)
+    choice = broker_choice(os.environ)
+    directory = tmp_path_factory.mktemp("mosquitto")
+    broker: Mosquitto
+    if choice.mode is BrokerMode.EXTERNAL:
+        assert choice.port is not None  # broker_choice requires it
+        broker = ExternalMosquitto(host=choice.host, port=choice.port)
+    elif choice.mode is BrokerMode.CONTAINER:
+        try:
+            broker = ContainerMosquitto(directory=directory)
+        except BrokerUnavailableError as error:
+            broker_unavailable(error)
+    else:
+        broker = _make(directory, tls=True, auth=True)
     with broker:
         yield broker
 
