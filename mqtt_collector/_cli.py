@@ -19,7 +19,7 @@ from mqtt_collector._daemon.mapper import Mapper
 from mqtt_collector._daemon.routes_report import check_report
 from mqtt_collector._daemon.wiring import build_routes
 from mqtt_collector._exceptions import ConfigError, IncompatibleClientError, LifecycleError
-from mqtt_collector._logging import configure_logging
+from mqtt_collector._logging import configure_logging, flush_sampled
 
 if TYPE_CHECKING:
     from mqtt_collector._config.load import Config
@@ -178,3 +178,4 @@ async def _serve(daemon: Daemon) -> None:
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+        flush_sampled()  # the summaries of what was sampled away, without waiting for the timer

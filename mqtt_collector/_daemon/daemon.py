@@ -558,6 +558,7 @@ class Daemon:
             logger.warning(
                 "message refused",
                 topic=inbound.topic,
+                kind=exc.reason,  # decode, too_large: sampled apart (_logging.LogSampler)
                 reason=str(exc),
                 size=len(inbound.body),
             )
