@@ -40,20 +40,38 @@ class TLSConfig(ConfigModel):
         ca_file: CA bundle to verify the broker with; the system's CAs when None.
         cert_file: client certificate, for mutual TLS (with ``key_file``).
         key_file: the client certificate's private key.
+        key_password: the passphrase of an encrypted ``key_file`` (from ``key_password`` or
+            read from ``key_password_file``); never logged or printed.
+        key_password_file: the file the passphrase was read from, if any.
         insecure: skip the check that the broker's certificate names ``broker.host``.
     """
 
     ca_file: FilePath | None = None
     cert_file: FilePath | None = None
     key_file: FilePath | None = None
+    key_password: Annotated[SecretStr, Strict()] | None = None
+    key_password_file: FilePath | None = None
     insecure: bool = False
+
+    @field_validator("key_password", "key_password_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        """``${KEY_PASSWORD:-}`` gives "", which means no passphrase."""
+        return None if value == "" else value
 
     @model_validator(mode="after")
     def _cert_and_key_together(self) -> TLSConfig:
         """A client certificate is useless without its key, and the reverse."""
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file must be given together")
-        return self
+        if self.key_password_file is None:
+            return self
+        if self.key_password is not None:
+            raise LocatedError(
+                ("key_password_file",), "give either key_password or key_password_file, not both"
+            )
+        password = _read_password(self.key_password_file, key="key_password_file")
+        return self.model_copy(update={"key_password": password})
 
 
 class SessionConfig(ConfigModel):
@@ -248,12 +266,12 @@ def _label_fault(label: str) -> str | None:
     return None
 
 
-def _read_password(path: Path) -> SecretStr:
-    """Read a password file, dropping one trailing newline (as ``echo`` leaves)."""
+def _read_password(path: Path, *, key: str = "password_file") -> SecretStr:
+    """Read a password file (the ``key`` setting), dropping one trailing newline."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise LocatedError(("password_file",), f"cannot read: {exc}") from None
+        raise LocatedError((key,), f"cannot read: {exc}") from None
     for newline in ("\r\n", "\n"):
         if text.endswith(newline):
             return SecretStr(text[: -len(newline)])

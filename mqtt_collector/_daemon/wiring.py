@@ -63,6 +63,9 @@ def build_transport(
             ca_file=None if broker.tls.ca_file is None else str(broker.tls.ca_file),
             cert_file=None if broker.tls.cert_file is None else str(broker.tls.cert_file),
             key_file=None if broker.tls.key_file is None else str(broker.tls.key_file),
+            key_password=None
+            if broker.tls.key_password is None
+            else broker.tls.key_password.get_secret_value(),
             insecure=broker.tls.insecure,
         )
     return AiomqttTransport(

@@ -10,7 +10,7 @@ __all__ = ["TLSOptions"]
 class TLSOptions:
     """Where the CA and (for mutual TLS) the client certificate and key are."""
 
-    __slots__ = ("ca_file", "cert_file", "insecure", "key_file")
+    __slots__ = ("ca_file", "cert_file", "insecure", "key_file", "key_password")
 
     def __init__(
         self,
@@ -18,23 +18,33 @@ class TLSOptions:
         ca_file: str | None = None,
         cert_file: str | None = None,
         key_file: str | None = None,
+        key_password: str | None = None,
         insecure: bool = False,
     ) -> None:
-        """Hold the paths; files are read when connecting."""
+        """Hold the paths (and the key's passphrase); files are read when connecting."""
         self.ca_file = ca_file
         self.cert_file = cert_file
         self.key_file = key_file
+        self.key_password = key_password
         self.insecure = insecure
 
     def context(self) -> ssl.SSLContext:
         """Build the SSL context (system CAs when no ``ca_file``)."""
         context = ssl.create_default_context(cafile=self.ca_file)
         if self.cert_file is not None:
-            context.load_cert_chain(self.cert_file, self.key_file)
+            # Never OpenSSL's own prompt on the terminal: without a passphrase, an encrypted
+            # key is an error saying which setting is missing.
+            password = _no_passphrase if self.key_password is None else self.key_password
+            context.load_cert_chain(self.cert_file, self.key_file, password=password)
         if self.insecure:
             context.check_hostname = False
         context.sslsocket_class = _ClosingSSLSocket
         return context
+
+
+def _no_passphrase() -> str:
+    msg = "the TLS key file is encrypted: set broker.tls.key_password or key_password_file"
+    raise ssl.SSLError(msg)
 
 
 class _ClosingSSLSocket(ssl.SSLSocket):
