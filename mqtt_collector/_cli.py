@@ -1,4 +1,4 @@
-"""The command line: ``mqtt-collector run|check|route``. The only place logging is configured."""
+"""The command line: ``mqtt-collector run|check|route|health|demo``. It alone configures logging."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from mqtt_collector import __version__
 from mqtt_collector._config.load import load_config
 from mqtt_collector._daemon.daemon import Daemon
 from mqtt_collector._daemon.mapper import Mapper
+from mqtt_collector._daemon.health import check_health
 from mqtt_collector._daemon.routes_report import check_report
 from mqtt_collector._daemon.wiring import build_routes
 from mqtt_collector._exceptions import ConfigError, IncompatibleClientError, LifecycleError
@@ -41,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
         ("check", "validate the config, import every collector, print the routes"),
         ("route", "print where one MQTT topic would go"),
     ):
+        ("health", "exit 0 while the daemon running this config is up and connected, else 1"),
         command = commands.add_parser(name, help=text, description=text)
         command.add_argument("--config", "-c", required=True, metavar="FILE", help="YAML file")
         if name == "route":
@@ -72,6 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         return _demo(args)
     try:
+    if args.command == "health":
+        return _health(args.config)
         config = load_config(args.config)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
@@ -139,6 +143,17 @@ def _run(config: Config) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+def _health(path: str) -> int:
+    # Exit 0 or 1 only, a bad config included: Docker's HEALTHCHECK reserves 2.
+    try:
+        healthy, why = check_health(load_config(path))
+    except ConfigError as exc:
+        print(f"unhealthy: {exc}")
+        return EXIT_FATAL
+    print(f"{'healthy' if healthy else 'unhealthy'}: {why}")
+    return EXIT_OK if healthy else EXIT_FATAL
+
+
     # Imported here: `run` and `check` never load the demo's modules.
     from mqtt_collector._demo.options import (  # noqa: PLC0415
         DemoOptions,

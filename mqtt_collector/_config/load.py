@@ -30,6 +30,7 @@ from mqtt_collector._config.routes import (
     Subscription,
 )
 from mqtt_collector._config.sections import (
+    HealthConfig,
     ListenAddress,
     LoggingConfig,
     MetricsConfig,
@@ -45,6 +46,7 @@ __all__ = [
     "CollectorConfig",
     "Config",
     "DeadLetterConfig",
+    "HealthConfig",
     "ListenAddress",
     "LoggingConfig",
     "MetricsConfig",
@@ -69,6 +71,7 @@ class Config(ConfigModel):
         collectors: the collectors, by unique key.
         logging: the daemon's logging.
         metrics: the metrics endpoint.
+        health: the status file ``mqtt-collector health`` reads.
     """
 
     broker: BrokerConfig = Field(default_factory=BrokerConfig)
@@ -77,6 +80,7 @@ class Config(ConfigModel):
     collectors: tuple[CollectorConfig, ...] = Field(min_length=1)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
 
     _path: str = PrivateAttr(default="")
     _warnings: tuple[str, ...] = PrivateAttr(default=())

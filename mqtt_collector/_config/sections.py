@@ -1,15 +1,16 @@
-"""The ``queue:``, ``logging:`` and ``metrics:`` sections of the configuration."""
+"""The ``queue:``, ``logging:``, ``metrics:`` and ``health:`` sections of the configuration."""
 
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 from typing import Annotated, Literal, NamedTuple
 
 from pydantic import BeforeValidator, Field, PlainSerializer, PlainValidator, model_validator
 
 from mqtt_collector._config.base import ConfigModel, show
 
-__all__ = ["ListenAddress", "LoggingConfig", "MetricsConfig", "QueueConfig"]
+__all__ = ["HealthConfig", "ListenAddress", "LoggingConfig", "MetricsConfig", "QueueConfig"]
 
 _MAX_PORT = 65535
 
@@ -100,3 +101,20 @@ class MetricsConfig(ConfigModel):
     """
 
     listen: Annotated[ListenAddress, PlainValidator(_listen), PlainSerializer(str)] | None = None
+
+
+def _empty_is_none(value: object) -> object:
+    """``${HEALTH_FILE:-}`` gives "", which means the default, not the working directory."""
+    return None if value == "" else value
+
+
+class HealthConfig(ConfigModel):
+    """``health:``: the status file the daemon keeps and ``mqtt-collector health`` reads.
+
+    Attributes:
+        file: the file's path, or None for the default: ``$RUNTIME_DIRECTORY/health.json``
+            under systemd, else a file in a directory of this user's under the system's
+            temporary directory, named after the configuration file's absolute path.
+    """
+
+    file: Annotated[Path | None, BeforeValidator(_empty_is_none)] = None

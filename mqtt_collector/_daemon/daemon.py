@@ -14,6 +14,7 @@ from mqtt_collector._config.broker import Protocol
 from mqtt_collector._core.event import CollectorEvent
 from mqtt_collector._core.queue import CollectorQueue
 from mqtt_collector._core.result import Error
+from mqtt_collector._daemon.health import Health, health_file
 from mqtt_collector._daemon.mapper import Mapper, MappingError
 from mqtt_collector._daemon.metrics import Metrics, MetricsServer
 from mqtt_collector._daemon.notify import notify
@@ -100,7 +101,16 @@ class Daemon:
         self._stopping = asyncio.Event()
         if self._stop_requested:
             self._stopping.set()
-        server = self._metrics_server()
+        health = Health(  # /healthz, the status file `health` reads, the systemd watchdog
+            health_file(self.config),
+            lambda: {
+                "connected": self._connected,
+                "ready": self.ready,
+                "why_not_ready": self.why_not_ready,
+            },
+        )
+        server = self._metrics_server(health)
+        health.start()
         fatal: Exception | None = None
         try:
             await self.queue.init_queue()
@@ -121,6 +131,7 @@ class Daemon:
             if fatal is not None:
                 raise fatal
         finally:
+            health.stop()
             if server is not None:
                 server.stop()
 
@@ -216,7 +227,7 @@ class Daemon:
             quiet = seen == self._received and not self.transport.backlog()
         logger.info("left the share groups", filters=shared, quiet=quiet)
 
-    def _metrics_server(self) -> MetricsServer | None:
+    def _metrics_server(self, health: Health) -> MetricsServer | None:
         listen = self.config.metrics.listen
         if listen is None:
             return None
@@ -226,6 +237,7 @@ class Daemon:
             listen.port,
             ready=lambda: self.ready,
             why_not_ready=lambda: self.why_not_ready,
+            why_not_live=health.why_not_live,
         )
         server.start()
         logger.info("serving metrics", host=listen.host, port=server.port)

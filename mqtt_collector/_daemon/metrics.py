@@ -138,7 +138,7 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
 
 
 class MetricsServer:
-    """Serves /metrics (Prometheus), /healthz (process up) and /readyz (connected) in threads.
+    """Serves /metrics (Prometheus), /healthz (loop turning) and /readyz (connected) in threads.
 
     Each connection has a thread of its own and :data:`CONNECTION_TIMEOUT` seconds per read or
     write, so an idle or slow client never holds up a scrape or a health check.
@@ -152,18 +152,23 @@ class MetricsServer:
         *,
         ready: Callable[[], bool],
         why_not_ready: Callable[[], str] = lambda: "not connected",
+        why_not_live: Callable[[], str] = lambda: "",
     ) -> None:
         """Bind ``host:port`` now (so a taken port fails at start); serve after ``start()``.
 
-        /readyz answers 200 while ``ready()``, else 503 with ``why_not_ready()`` as the body.
+        /readyz answers 200 while ``ready()``, else 503 with ``why_not_ready()`` as the body;
+        /healthz 200 while ``why_not_live()`` is empty (the event loop turns), else 503 with it.
         """
         prometheus = make_wsgi_app(metrics.registry)
 
         def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
             path = environ.get("PATH_INFO", "")
             if path == "/healthz":
-                start_response("200 OK", [("Content-Type", "text/plain")])
-                return [b"ok\n"]
+                if not (why := why_not_live()):
+                    start_response("200 OK", [("Content-Type", "text/plain")])
+                    return [b"ok\n"]
+                start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+                return [f"{why}\n".encode()]
             if path == "/readyz":
                 if ready():
                     start_response("200 OK", [("Content-Type", "text/plain")])
