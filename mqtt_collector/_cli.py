@@ -15,8 +15,8 @@ import structlog
 from mqtt_collector import __version__
 from mqtt_collector._config.load import load_config
 from mqtt_collector._daemon.daemon import Daemon
-from mqtt_collector._daemon.mapper import Mapper
 from mqtt_collector._daemon.health import check_health
+from mqtt_collector._daemon.mapper import Mapper
 from mqtt_collector._daemon.routes_report import check_report
 from mqtt_collector._daemon.wiring import build_routes
 from mqtt_collector._exceptions import ConfigError, IncompatibleClientError, LifecycleError
@@ -41,8 +41,8 @@ def _parser() -> argparse.ArgumentParser:
         ("run", "run the daemon until SIGTERM/SIGINT, then drain and stop"),
         ("check", "validate the config, import every collector, print the routes"),
         ("route", "print where one MQTT topic would go"),
-    ):
         ("health", "exit 0 while the daemon running this config is up and connected, else 1"),
+    ):
         command = commands.add_parser(name, help=text, description=text)
         command.add_argument("--config", "-c", required=True, metavar="FILE", help="YAML file")
         if name == "route":
@@ -73,9 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "demo":
         return _demo(args)
-    try:
     if args.command == "health":
         return _health(args.config)
+    try:
         config = load_config(args.config)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
@@ -142,7 +142,6 @@ def _run(config: Config) -> int:
     return EXIT_OK
 
 
-def _demo(args: argparse.Namespace) -> int:
 def _health(path: str) -> int:
     # Exit 0 or 1 only, a bad config included: Docker's HEALTHCHECK reserves 2.
     try:
@@ -154,6 +153,7 @@ def _health(path: str) -> int:
     return EXIT_OK if healthy else EXIT_FATAL
 
 
+def _demo(args: argparse.Namespace) -> int:
     # Imported here: `run` and `check` never load the demo's modules.
     from mqtt_collector._demo.options import (  # noqa: PLC0415
         DemoOptions,
