@@ -55,16 +55,15 @@ USER 10001:10001
 # mount a volume on it to keep them.
 WORKDIR /var/lib/mqtt-collector
 
-# Prometheus /metrics and /healthz, when the config sets metrics.listen (use 0.0.0.0:9108 to be
-# scraped from outside the container).
+# Prometheus /metrics, /healthz and /readyz, when the config sets metrics.listen (use
+# 0.0.0.0:9108 to be scraped from outside the container).
 EXPOSE 9108
 
-# The daemon serves /healthz only when metrics.listen is set in the config: set it (to
-# 127.0.0.1:9108 or 0.0.0.0:9108) or run with --no-healthcheck. Python's urllib, not curl, so the
-# image needs nothing extra; urlopen raises, and so exits non-zero, on any non-2xx answer.
-# -I (isolated): the working directory is the writable state directory, so import nothing from it.
+# `mqtt-collector health` exits 0 while the daemon is up (its event loop rewrites a status file
+# in /tmp every second) and connected to the broker, 1 otherwise; metrics.listen need not be set.
+# Run with another config path? Override it: --health-cmd "mqtt-collector health --config FILE".
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-I", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9108/healthz', timeout=4)"]
+    CMD ["mqtt-collector", "health", "--config", "/etc/mqtt-collector/config.yaml"]
 
 # SIGTERM starts the stop: stop reading, finish queued work for up to queue.drain_timeout, ack
 # it, exit the lifecycles, disconnect; all within drain_timeout + 10 s. Docker kills after 10 s
