@@ -13,7 +13,7 @@ from mqtt_collector._core.result import Error, Ok, Result, ResultList
 from mqtt_collector._core.router import Router, SimpleRouter
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from mqtt_collector._core.buffer import Buffer
     from mqtt_collector._core.event import CollectorEvent
@@ -80,15 +80,13 @@ class Pool:
         """Hold the buffer and sizing rules; no task runs until ``start()``."""
         self.buffer = buffer
         self.router = router
+        self.select: Callable[[Payload[Any]], Sequence[Collector]] | None = None
+        self.inline = False
+        self.set_router(router)
         self.min = min_consumers
         self.max = max_consumers
         self.maxsize = maxsize
         self.idle_timeout = idle_timeout
-        # The router's selection hook is a plain function call; the consumer then runs
-        # the deliveries itself. A router that overrides handle_event is awaited instead.
-        self.select = router.select if type(router).handle_event is Router.handle_event else None
-        # SimpleRouter's own choice (not an override of it) is inlined in consume().
-        self.inline = type(router).select is SimpleRouter.select
         self.fanout: deque[tuple[_Fanout, int, Collector]] = deque()
         self.getters: deque[asyncio.Future[object]] = deque()
         self.putters: deque[asyncio.Future[None]] = deque()
@@ -99,6 +97,55 @@ class Pool:
         self.accepting = False  # set by the queue while it takes new payloads
         self.closed = False
         self.drained: asyncio.Future[None] | None = None
+        # While collectors are being retired: them, the consumers that may still be running
+        # one of them, and the future retire() waits on.
+        self.retiring: frozenset[Collector] = frozenset()
+        self.unsettled: set[asyncio.Task[None]] = set()
+        self.retired: asyncio.Future[None] | None = None
+
+    def set_router(self, router: Router) -> None:
+        """Route by ``router`` from now on; each consumer takes it up at its next payload."""
+        self.router = router
+        # The router's selection hook is a plain function call; the consumer then runs
+        # the deliveries itself. A router that overrides handle_event is awaited instead.
+        self.select = router.select if type(router).handle_event is Router.handle_event else None
+        # SimpleRouter's own choice (not an override of it) is inlined in consume().
+        self.inline = type(router).select is SimpleRouter.select
+
+    async def retire(self, collectors: frozenset[Collector]) -> None:
+        """Return once no delivery to ``collectors`` chosen before now runs or waits.
+
+        Call it right after ``set_router`` with a router without them: every consumer may
+        be running a delivery chosen by the old one until it next looks for work, and
+        fanned-out deliveries to them may still wait. Idle consumers are woken to say so.
+        """
+        self.retiring = collectors
+        self.unsettled = set(self.consumers)
+        self.retired = asyncio.get_running_loop().create_future()
+        getters = self.getters
+        while getters:
+            getter = getters.popleft()
+            if not getter.done():
+                self.waking += 1
+                getter.set_result(_WOKEN)
+        try:
+            self.settle(None)
+            await self.retired
+        finally:
+            self.retiring = frozenset()
+            self.unsettled = set()
+            self.retired = None
+
+    def settle(self, consumer: asyncio.Task[None] | None) -> None:
+        """Note that ``consumer`` runs nothing chosen by an old router; resolve ``retire``."""
+        unsettled = self.unsettled
+        unsettled.discard(consumer)
+        retired = self.retired
+        if unsettled or retired is None or retired.done():
+            return
+        retiring = self.retiring
+        if not any(collector in retiring for _, _, collector in self.fanout):
+            retired.set_result(None)
 
     @property
     def busy(self) -> int:
@@ -237,15 +284,23 @@ class Pool:
         fan: _Fanout | None = None
         try:
             while True:
+                if self.retired is not None:  # rare: collectors are being removed
+                    self.settle(me)
                 if fanout:
                     fan, index, collector = fanout.popleft()
                     payload: Payload[Any] = fan.event.payload
                     event = None
+                    if collector in self.retiring:
+                        self.unsettled.add(me)
                 elif buffer:
                     event = buffer.pop()
                     if putters:
                         self.wake_putter()
                     payload = event.payload
+                    if self.router is not router:  # the collectors changed: route anew
+                        router, select, inline = self.router, self.select, self.inline
+                        by_topic = router.by_topic
+                        every = tuple(router.collectors.values())
                     if select is None:
                         fan = None
                         try:
@@ -345,6 +400,8 @@ class Pool:
             raise
         finally:
             self.consumers.discard(me)
+            if self.retired is not None:
+                self.settle(me)
             self._signal_drained()
 
 

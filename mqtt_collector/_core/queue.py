@@ -118,6 +118,7 @@ class CollectorQueue:
         built = router if isinstance(router, Router) else router(self._collectors)
         if not isinstance(built, Router):
             raise TypeError(f"router must be a Router subclass, got {router!r}")
+        self._router_factory = None if isinstance(router, Router) else router
         self.queue_type = queue_type
         self.default_priority = default_priority
         self._state = _State.NEW
@@ -187,6 +188,88 @@ class CollectorQueue:
             abandoned=QueueShutDownError("the collector queue shut down before this payload ran"),
         )
         await self._tear_down()
+
+    async def swap_collectors(
+        self,
+        *,
+        add: Sequence[Collector] = (),
+        remove: Sequence[str] = (),
+        timeout: float | None = None,
+    ) -> None:
+        """Remove the collectors keyed ``remove`` and add ``add`` on a running queue.
+
+        A key in both is a swap: the new instance takes the old one's place in the order.
+        The added lifecycles are entered first, in order; if one raises, those entered are
+        exited and LifecycleError is raised with nothing changed. Then the router is rebuilt
+        (each consumer takes it up at its next payload): payloads sent from then on go to
+        the new set, and the others' deliveries never stop. Last, the removed collectors'
+        deliveries still running or waiting finish (``timeout`` seconds at most; then they
+        are left running, logged) and their lifecycles are exited, in reverse order.
+
+        Raises:
+            QueueError: the queue is not running, its router was given as an instance,
+                a key to remove is unknown, or an added key is already taken.
+            LifecycleError: an added collector's lifecycle failed to start.
+        """
+        if self._state is not _State.RUNNING:
+            raise QueueError(f"swap_collectors() on a collector queue that is {self.state}")
+        if self._router_factory is None:
+            raise QueueError("swap_collectors() needs the router as a class, not an instance")
+        removed = dict.fromkeys(remove)
+        current = {c.key: c for c in self._collectors}
+        if unknown := [key for key in removed if key not in current]:
+            raise QueueError(f"cannot remove unknown collectors {unknown}")
+        added = _check_collectors(add)
+        if taken := [c.key for c in added if c.key in current and c.key not in removed]:
+            raise QueueError(f"cannot add collectors {taken}: the keys are taken")
+        entered = await self._enter(added)
+        by_key = {c.key: c for c in added}
+        collectors = [by_key.pop(c.key, c) for c in self._collectors if c.key not in removed]
+        collectors.extend(by_key.values())
+        old = [current[key] for key in removed]
+        router = self._router_factory(collectors)
+        self._collectors = tuple(collectors)
+        self._pool.set_router(router)
+        leaving = [pair for pair in self._entered if pair[0].key in removed]
+        self._entered = [pair for pair in self._entered if pair[0].key not in removed]
+        self._entered.extend(entered)
+        try:
+            await asyncio.wait_for(self._pool.retire(frozenset(old)), timeout)
+        except TimeoutError:
+            logger.warning(
+                "collector queue: removed collectors %s still busy after %ss; exiting them",
+                list(removed),
+                timeout,
+            )
+        finally:
+            while leaving:
+                collector, manager = leaving.pop()
+                try:
+                    await manager.__aexit__(None, None, None)
+                except Exception:
+                    logger.exception("collector %r: lifecycle teardown failed", collector.key)
+
+    async def _enter(
+        self, collectors: Sequence[Collector]
+    ) -> list[tuple[Collector, AbstractAsyncContextManager[Any]]]:
+        """Enter the lifecycles of ``collectors`` in order: all, or none (LifecycleError)."""
+        entered: list[tuple[Collector, AbstractAsyncContextManager[Any]]] = []
+        for collector in collectors:
+            if collector.lifecycle is None:
+                continue
+            try:
+                manager = collector.lifecycle(collector.ctx)
+                await manager.__aenter__()
+            except Exception as exc:
+                while entered:
+                    done, manager = entered.pop()
+                    try:
+                        await manager.__aexit__(None, None, None)
+                    except Exception:
+                        logger.exception("collector %r: lifecycle teardown failed", done.key)
+                raise LifecycleError(collector.key, exc) from exc
+            entered.append((collector, manager))
+        return entered
 
     async def __aenter__(self) -> Self:
         """Start the queue (``init_queue``)."""
