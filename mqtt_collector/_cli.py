@@ -14,6 +14,7 @@ import structlog
 
 from mqtt_collector import __version__
 from mqtt_collector._config.load import load_config
+from mqtt_collector._config.trust import trust_warnings
 from mqtt_collector._daemon.daemon import Daemon
 from mqtt_collector._daemon.health import check_health
 from mqtt_collector._daemon.mapper import Mapper
@@ -122,7 +123,7 @@ def _route(config: Config, topic: str) -> int:
 def _run(config: Config) -> int:
     configure_logging(level=config.logging.level, fmt=config.logging.format)
     log = structlog.get_logger("mqtt_collector.cli")
-    for warning in config.warnings:
+    for warning in (*config.warnings, *trust_warnings(config)):
         log.warning("config", warning=warning)
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:

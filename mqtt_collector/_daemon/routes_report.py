@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from mqtt_collector._config.trust import trust_warnings
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -71,7 +73,7 @@ def check_report(config: Config) -> str:
             for c in config.collectors
         ],
     )
-    warnings = _warnings(config, reached)
+    warnings = _warnings(config, reached) + trust_warnings(config)
     if warnings:
         lines.append("")
         lines += [f"warning: {warning}" for warning in warnings]
