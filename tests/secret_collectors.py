@@ -1,7 +1,8 @@
 """A collector that fails with secrets in its local variables, for the no-secret-in-output test.
 
-Its options carry a ``dsn`` with a password; the processor and the lifecycle's teardown each
-raise while a local variable holds that DSN, as a real database collector's would.
+Its options carry a ``dsn`` with a password; the processor, the lifecycle's teardown (and the
+lifecycle ``unreachable``, at start) each raise while a local variable holds that DSN, as a
+real database collector's would.
 """
 
 from __future__ import annotations
@@ -29,3 +30,11 @@ async def database(ctx: Context) -> AsyncIterator[None]:
     dsn: str = ctx.options["dsn"]
     yield
     raise RuntimeError(f"cannot close the connection ({len(dsn)}-character DSN)")
+
+
+@asynccontextmanager
+async def unreachable(ctx: Context) -> AsyncIterator[None]:
+    """Fail to open, with the DSN in a local variable: the daemon cannot start."""
+    dsn: str = ctx.options["dsn"]
+    raise ConnectionRefusedError(f"cannot open the database ({len(dsn)}-character DSN)")
+    yield  # pragma: no cover - makes this an async generator

@@ -20,6 +20,7 @@ from tests.helpers.daemon import WAIT, free_port, write_config
 from tests.helpers.daemon_process import COMMAND, REPO, DaemonProcess, wait_for
 from tests.helpers.mosquitto import Mosquitto
 from tests.helpers.mqtt_client import connected_client
+from tests.test_tls_key_password import encrypt_key
 
 pytestmark = pytest.mark.broker
 
@@ -102,6 +103,94 @@ def test_no_secret_in_logs_check_or_metrics(
     assert "cannot close the connection" in outputs["run stderr"]
     assert "secret_collectors.py" in outputs["run stderr"]
     assert "mqtt_collector_deliveries" in outputs["/metrics"]
+    leaks = [
+        (name, secret) for name, text in outputs.items() for secret in secrets if secret in text
+    ]
+    assert leaks == []
+
+
+def _cli_exit(code: int, *args: str) -> str:
+    """Run a CLI command that must exit ``code``; return its stdout and stderr together."""
+    done = subprocess.run(
+        [*COMMAND, *args], cwd=REPO, capture_output=True, text=True, timeout=WAIT, check=False
+    )
+    assert done.returncode == code, done.stdout + done.stderr
+    return done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_no_secret_when_the_broker_config_or_a_lifecycle_fails(
+    mosquitto: Mosquitto, topic_prefix: str, tmp_path: Path, fmt: str
+) -> None:
+    """Connection errors, check, route, config errors and a lifecycle crash: no secret shown.
+
+    The broker password, an encrypted TLS key's passphrase and a DSN's password are all in
+    play: the daemon loads the key with its passphrase at every try to connect to a port where
+    the TLS handshake fails.
+    """
+    broker_password = f"bp{uuid.uuid4().hex[:16]}"
+    key_password = f"kp{uuid.uuid4().hex[:16]}"
+    dsn_password = f"pw{uuid.uuid4().hex[:16]}"
+    secrets = (broker_password, key_password, dsn_password)
+    key = encrypt_key(mosquitto.key_file, tmp_path / "client.key", key_password)
+    tls = {
+        "ca_file": str(mosquitto.ca_file),
+        "cert_file": str(mosquitto.cert_file),
+        "key_file": str(key),
+        "key_password": key_password,
+    }
+    broker = {"username": "app", "password": broker_password, "tls": tls}
+    leaky = {
+        "key": "leaky",
+        "processor": "tests.secret_collectors:store",
+        "lifecycle": "tests.secret_collectors:database",
+        "topics": ["all"],
+        "options": {"dsn": f"pg://app:{dsn_password}@db/x"},
+    }
+    logging = {"format": fmt, "level": "debug"}
+
+    def config(name: str, **keys: object) -> Path:
+        directory = tmp_path / name
+        directory.mkdir()
+        sections = {"broker": broker, "collectors": [leaky], "logging": logging, **keys}
+        # mosquitto.port is plain MQTT: every TLS handshake with it fails.
+        return write_config(directory, port=mosquitto.port, prefix=topic_prefix, **sections)
+
+    bad_broker = config("bad-broker")
+    bad_broker.chmod(0o666)  # check and run warn about the literal secrets in it
+    outputs = {
+        "check": _cli("check", "--config", str(bad_broker)),
+        "route": _cli("route", "--config", str(bad_broker), f"{topic_prefix}/x"),
+    }
+    assert "a literal secret" in outputs["check"]
+    daemon = DaemonProcess(tmp_path / "bad-broker", bad_broker)
+    daemon.start(wait_subscribed=False)
+    try:
+        wait_for(
+            lambda: daemon.text().count("cannot connect") >= 2 or daemon.returncode is not None,
+            what="two failed connects",
+        )
+        assert daemon.terminate() == 0, daemon.text()
+    finally:
+        daemon.kill()
+    outputs["run, bad broker"] = daemon.out_path.read_text(encoding="utf-8") + daemon.text()
+    assert "a literal secret" in outputs["run, bad broker"]
+
+    wrong = config("wrong-types")
+    text = wrong.read_text(encoding="utf-8")
+    for secret in (broker_password, key_password):  # a mapping where a string belongs
+        text = text.replace(f"password: {secret}", f"password: {{oops: {secret}}}")
+    wrong.write_text(text, encoding="utf-8")
+    outputs["config error, check"] = _cli_exit(2, "check", "--config", str(wrong))
+    outputs["config error, run"] = _cli_exit(2, "run", "--config", str(wrong))
+    assert "broker.password" in outputs["config error, run"]
+
+    crashing = config(
+        "crash", collectors=[{**leaky, "lifecycle": "tests.secret_collectors:unreachable"}]
+    )
+    outputs["lifecycle crash"] = _cli_exit(1, "run", "--config", str(crashing))
+    assert "cannot open the database" in outputs["lifecycle crash"]
+
     leaks = [
         (name, secret) for name, text in outputs.items() for secret in secrets if secret in text
     ]
