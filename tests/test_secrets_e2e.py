@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -149,10 +150,11 @@ def test_no_secret_when_the_broker_config_or_a_lifecycle_fails(
     }
     logging = {"format": fmt, "level": "debug"}
 
-    def config(name: str, **keys: object) -> Path:
+    def config(name: str, **keys: Any) -> Path:
         directory = tmp_path / name
         directory.mkdir()
-        sections = {"broker": broker, "collectors": [leaky], "logging": logging, **keys}
+        sections: dict[str, Any] = {"broker": broker, "collectors": [leaky], "logging": logging}
+        sections.update(keys)
         # mosquitto.port is plain MQTT: every TLS handshake with it fails.
         return write_config(directory, port=mosquitto.port, prefix=topic_prefix, **sections)
 
