@@ -189,9 +189,10 @@ async def _serve(daemon: Daemon) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, daemon.stop)
+    loop.add_signal_handler(signal.SIGHUP, daemon.reload)  # re-read the config in place
     try:
         await daemon.run()
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(signum)
         flush_sampled()  # the summaries of what was sampled away, without waiting for the timer

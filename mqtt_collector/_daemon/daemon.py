@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from mqtt_collector._config.broker import Protocol
+from mqtt_collector._config.load import load_config
 from mqtt_collector._core.event import CollectorEvent
 from mqtt_collector._core.queue import CollectorQueue
 from mqtt_collector._core.result import Error
@@ -19,6 +20,7 @@ from mqtt_collector._daemon.mapper import Mapper, MappingError
 from mqtt_collector._daemon.metrics import Metrics, MetricsServer
 from mqtt_collector._daemon.notify import notify
 from mqtt_collector._daemon.policy import UnacknowledgedError
+from mqtt_collector._daemon.reload import FallbackMapper, ReloadPlan, apply_log_level, plan_reload
 from mqtt_collector._daemon.wiring import (
     build_collectors,
     build_filters,
@@ -27,7 +29,12 @@ from mqtt_collector._daemon.wiring import (
     overlapping_filters,
     queue_type,
 )
-from mqtt_collector._exceptions import IncompatibleClientError, TransportError
+from mqtt_collector._exceptions import (
+    ConfigError,
+    IncompatibleClientError,
+    LifecycleError,
+    TransportError,
+)
 from mqtt_collector._mqtt.transport import ConnectError, suback_reason
 
 if TYPE_CHECKING:
@@ -89,12 +96,147 @@ class Daemon:
         # Only a collector with a dead letter can ask for a message to be left unacked.
         self._may_hold = any(c.dead_letter is not None for c in config.collectors)
         self._redelivery: asyncio.Task[None] | None = None
+        self._reloading: asyncio.Task[None] | None = None
+        self._reload_again = False
 
     def stop(self) -> None:
         """Ask the daemon to stop (safe to call from a signal handler, or more than once)."""
         self._stop_requested = True
         if self._stopping is not None:
             self._stopping.set()
+
+    def reload(self) -> asyncio.Task[None] | None:
+        """Re-read the config file and apply it in place (the CLI calls it on SIGHUP).
+
+        See ``_daemon/reload.py`` for what is applied and what is refused. A reload asked
+        for while one is under way is queued: the file is read again once that one ends
+        (any number of requests meanwhile make one more). Return the task applying it, or
+        None when the daemon is not running.
+        """
+        if self._stopping is None or self._stopping.is_set() or not self.queue.running:
+            logger.warning("reload ignored: the daemon is not running")
+            return None
+        if self._reloading is not None and not self._reloading.done():
+            self._reload_again = True
+            logger.info("reload queued: one is under way")
+            return self._reloading
+        self._reloading = asyncio.get_running_loop().create_task(
+            self._reload_while_asked(), name="reload"
+        )
+        return self._reloading
+
+    async def _reload_while_asked(self) -> None:
+        while True:
+            self._reload_again = False
+            try:
+                await self._reload()
+            except Exception:
+                logger.exception("reload failed (a bug); the running configuration stays")
+            if not self._reload_again or not self.queue.running:
+                return
+
+    async def _reload(self) -> None:
+        """Read, check and apply the config file once; log what came of it in one line."""
+        old = self.config
+        try:
+            new = load_config(old.path)
+        except ConfigError as exc:
+            logger.error("reload failed: the running configuration stays", error=str(exc))
+            return
+        plan = plan_reload(old, new)
+        if plan.refused:
+            logger.error(
+                "reload refused: restart needed; the running configuration stays",
+                changed=list(plan.refused),
+            )
+            return
+        if not plan.changed:
+            logger.info("reloaded: nothing changed")
+            return
+        new = new.model_copy(update={"broker": old.broker})  # e.g. the generated client id
+        keys = set(plan.added + plan.swapped)
+        fresh = [
+            c
+            for c in build_collectors(new, publish=self._publish, on_outcome=self.metrics.outcome)
+            if c.key in keys
+        ]
+        try:
+            await self.queue.swap_collectors(
+                add=fresh, remove=plan.removed + plan.swapped, timeout=new.queue.drain_timeout
+            )
+        except LifecycleError as exc:
+            logger.error("reload failed: the running configuration stays", error=str(exc))
+            return
+        routes = build_routes(new)
+        priority = new.queue.default_priority
+        self.mapper = (
+            FallbackMapper(routes, build_routes(old), default_priority=priority)
+            if plan.unsubscribe
+            else Mapper(routes, default_priority=priority)
+        )
+        self.config = new
+        self._filters = build_filters(new)
+        self._may_hold = any(c.dead_letter is not None for c in new.collectors)
+        if "logging.level" in plan.applied:
+            apply_log_level(new.logging.level)
+        await self._resubscribe(plan)
+        if plan.unsubscribe:
+            self.mapper = Mapper(routes, default_priority=priority)
+        logger.info("reloaded", **plan.summary())
+
+    async def _resubscribe(self, plan: ReloadPlan) -> None:
+        """Subscribe and unsubscribe as ``plan`` says, on the current connection.
+
+        Subscribing comes first, so a filter replaced by another has no gap. Once the
+        unsubscribe is answered, what the broker sent before it is read (bounded) before
+        the caller drops the old routes. Not connected, or the connection lost meanwhile:
+        the next connection subscribes the new filters (a persistent session may keep the
+        removed ones; their messages are then acked as unrouted).
+        """
+        if not (plan.subscribe or plan.unsubscribe):
+            return
+        if not self._connected:
+            logger.warning("reload: not connected; the next connection subscribes the filters")
+            return
+        connection = self.transport.connection
+        try:
+            async with asyncio.timeout(_RELOAD_SUBSCRIBE):
+                if plan.subscribe:
+                    self._note_granted(plan.subscribe, await self._request(list(plan.subscribe)))
+                if plan.unsubscribe:
+                    await self.transport.unsubscribe(list(plan.unsubscribe))
+                    for name in plan.unsubscribe:
+                        self._refused.pop(name, None)
+                    self._update_ready()
+                    target = self._received + self.transport.backlog()
+                    # The reader counts what it takes; there is no event to wait on.
+                    while self._received < target and self._connected:
+                        if self.transport.connection != connection:
+                            break
+                        await asyncio.sleep(_QUIET / 10)
+        except (TransportError, TimeoutError) as exc:
+            logger.warning(
+                "reload: could not change the subscriptions on this connection;"
+                " the next connection subscribes the new filters",
+                error=str(exc) or f"no answer within {_RELOAD_SUBSCRIBE:g}s",
+            )
+
+    def _note_granted(self, asked: Sequence[tuple[str, int]], codes: Sequence[int] | None) -> None:
+        """Record the broker's answer to a reload's SUBSCRIBE: refused filters are errors."""
+        if codes is None:
+            codes = [qos for _, qos in asked]
+        for (name, _), code in zip(asked, codes, strict=True):
+            if code >= _SUBACK_FAILURE:
+                self._refused[name] = code
+                self.metrics.subscription_refusals.labels(name).inc()
+                logger.error(
+                    "subscription refused (asked for again at the next connection)",
+                    filter=name,
+                    reason=suback_reason(code),
+                )
+            else:
+                self._refused.pop(name, None)
+        self._update_ready()
 
     async def run(self) -> None:
         """Run until stopped; raise LifecycleError or a fatal error after cleaning up."""
@@ -678,6 +820,8 @@ class Daemon:
         await self.transport.publish(topic, body, qos=qos, user_properties=user_properties or ())
 
 
+# Seconds a reload may take to change the subscriptions on the current connection.
+_RELOAD_SUBSCRIBE = 30.0
 # Seconds without a new message after which a member leaving its share group stops reading.
 _QUIET = 0.5
 # The stop's budget: queue.drain_timeout, then at most _STOP_GRACE seconds more for the
