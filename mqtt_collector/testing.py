@@ -19,7 +19,8 @@ or 2 message not acked on the connection that delivered it comes again on the ne
 delivers every message published, at the publish QoS capped by the best QoS the daemon's
 matching subscriptions asked for; a message no subscription matches is delivered too (as one
 sent by a subscription a persistent session kept), so that ``unrouted`` can be tested. What the
-daemon publishes (dead letters, collectors' ``ctx.publish``) is recorded in ``published``.
+daemon publishes (dead letters, collectors' ``ctx.publish``) is recorded in ``published``;
+what it delivered, acked and still holds unacked, in ``delivered``, ``acked`` and ``session()``.
 
 Modelled on FastStream's ``TestBroker`` and httpx's ``MockTransport``.
 """
@@ -29,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Self, cast
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
 __all__ = ["MemoryTransport", "Outcome", "Published", "TestDaemon"]
 
 _MAX_MID = 65_535
+_NOT_AUTHORIZED = 0x87  # SUBACK reason code
 _NO_PROPERTIES: Mapping[str, Any] = MappingProxyType({})
 # Seconds ``publish()`` waits for its message to settle unless told otherwise.
 PUBLISH_TIMEOUT = 30.0
@@ -116,15 +118,35 @@ class MemoryTransport:
 
     ``deliver()`` hands the daemon a message; once the daemon settles it, its ack goes out in
     arrival order (the same ``AckOrder`` ledger as the real transport's) and takes it out of
-    the session. Set ``refuse`` to an exception to make every ``publish()`` of the daemon
-    raise it (as a broker refusing a dead letter does), and back to None to accept them again.
+    the session. An ack goes out only on the connection that delivered the message: one due
+    after a disconnect is lost, and the message comes again on the next connection.
+
+    What the test sets:
+        refuse: an exception every ``publish()`` of the daemon raises (as a broker refusing a
+            dead letter does), or None (the default) to accept them.
+        refuse_filters: filters answered in the SUBACK with 0x87 (not authorized) instead of
+            being granted, e.g. ``{"t/denied/+"}``; the daemon then reports itself not ready.
+
+    What it records, in order:
+        filters: the granted subscriptions, filter -> QoS asked (unsubscribing forgets one).
+        unsubscribed: every filter the daemon unsubscribed from.
+        delivered: every message handed to the daemon, redeliveries included; each Inbound
+            carries the ``connection`` that delivered it.
+        acked: every message whose ack went out (QoS 1/2), as delivered on that connection.
+        published: what the daemon published (:class:`Published`).
+
+    ``session()`` lists the QoS 1/2 messages the session still holds unacked.
     """
 
     def __init__(self) -> None:
         """Start disconnected, with an empty session."""
         self.refuse: Exception | None = None
+        self.refuse_filters: set[str] = set()
         self.published: list[Published] = []
         self.filters: dict[str, int] = {}  # what the daemon subscribed to, with the QoS asked
+        self.unsubscribed: list[str] = []
+        self.delivered: list[Inbound] = []
+        self.acked: list[Inbound] = []
         self._session: dict[int, Inbound] = {}  # mid -> unacked QoS 1/2 message, in order
         # (connection, mid) -> how the daemon settled it: True acked, False held
         self._settled: dict[tuple[int, int], bool] = {}
@@ -163,17 +185,22 @@ class MemoryTransport:
             again = Inbound(
                 old.topic, old.body, old.qos, old.retain, old.mid, old.properties, connection
             )
+            self._session[again.mid] = again
             self._ledger.arrived(again.mid, again.qos)
             self._inbox.put_nowait(again)
         if self._up is not None:
             self._up.set()
 
-    async def subscribe(self, filters: Sequence[tuple[str, int]]) -> None:
-        """Grant every filter as asked."""
-        self.filters.update(filters)
+    async def subscribe(self, filters: Sequence[tuple[str, int]]) -> Sequence[int] | None:
+        """Grant every filter as asked, except ``refuse_filters`` (SUBACK code 0x87)."""
+        self.filters.update((name, qos) for name, qos in filters if name not in self.refuse_filters)
+        if not self.refuse_filters:
+            return None
+        return [_NOT_AUTHORIZED if name in self.refuse_filters else qos for name, qos in filters]
 
     async def unsubscribe(self, filters: Sequence[str]) -> None:
-        """Forget ``filters``."""
+        """Forget ``filters``, and record them in ``unsubscribed``."""
+        self.unsubscribed.extend(filters)
         for name in filters:
             self.filters.pop(name, None)
 
@@ -181,13 +208,14 @@ class MemoryTransport:
         """Return how many messages wait to be handed to the daemon."""
         return self._inbox.qsize()
 
-    async def messages(self) -> AsyncIterator[Inbound]:
+    async def messages(self) -> AsyncGenerator[Inbound, None]:
         """Hand out messages until the connection is closed."""
         inbox = self._inbox
         while True:
             inbound = await inbox.get()
             if inbound is None:
                 raise TransportError("connection lost: disconnected")
+            self.delivered.append(inbound)
             yield inbound
 
     def ack(self, message: Inbound) -> None:
@@ -217,6 +245,13 @@ class MemoryTransport:
         before it holds it back too, and the broker sends both again on the next connection.
         """
         return self._settled.get((message.connection, message.mid), False)
+
+    def session(self) -> list[Inbound]:
+        """Return the QoS 1/2 messages the session holds unacked, in order.
+
+        The next connection delivers them again; each is given as last delivered.
+        """
+        return list(self._session.values())
 
     async def publish(
         self,
@@ -296,7 +331,11 @@ class MemoryTransport:
             await self._up.wait()
 
     def _send_ack(self, mid: int, qos: int) -> None:  # noqa: ARG002 - the ledger's signature
-        self._session.pop(mid, None)
+        if not self._connected:
+            return  # no connection to send it on: the message stays in the session
+        inbound = self._session.pop(mid, None)
+        if inbound is not None:
+            self.acked.append(inbound)
 
 
 @dataclass(slots=True)

@@ -8,8 +8,8 @@ from typing import Any
 
 from mqtt_collector import Context, Payload, Result
 from mqtt_collector._daemon.daemon import Daemon
+from mqtt_collector.testing import MemoryTransport
 from tests.helpers.daemon import WAIT, make_config, wait_until
-from tests.session_transport import SessionTransport
 
 # The events the processors below wait on, made afresh by each test (in its own loop).
 _STEP: dict[str, asyncio.Event] = {}
@@ -45,13 +45,13 @@ async def test_daemon_own_cancellederror_in_drain_is_acked_cut_off_work_is_not(
         ],
         queue={"drain_timeout": 0.5},
     )
-    transport = SessionTransport()
+    transport = MemoryTransport()
     daemon = Daemon(config, transport=transport)
     task = asyncio.create_task(daemon.run())
     try:
         await wait_until(lambda: daemon.ready, what="the daemon to be ready")
-        transport.send("t/cancels", b"1")
-        transport.send("t/hangs", b"2")
+        transport.deliver("t/cancels", b"1")
+        transport.deliver("t/hangs", b"2")
         await wait_until(
             lambda: _STEP["cancels started"].is_set() and _STEP["hangs started"].is_set(),
             what="both processors to start",
@@ -63,5 +63,5 @@ async def test_daemon_own_cancellederror_in_drain_is_acked_cut_off_work_is_not(
         daemon.stop()
         async with asyncio.timeout(WAIT):
             await task
-    assert transport.acked == [b"1"]
-    assert [body for _, _, body in transport.session] == [b"2"]
+    assert [m.body for m in transport.acked] == [b"1"]
+    assert [m.body for m in transport.session()] == [b"2"]

@@ -6,8 +6,8 @@ import asyncio
 from pathlib import Path
 
 from mqtt_collector._daemon.daemon import Daemon
+from mqtt_collector.testing import MemoryTransport
 from tests.helpers.daemon import make_config, recorder_entry, wait_until
-from tests.session_transport import SessionTransport
 
 
 async def test_daemon_leaves_share_group_while_another_filter_is_refused(tmp_path: Path) -> None:
@@ -24,7 +24,8 @@ async def test_daemon_leaves_share_group_while_another_filter_is_refused(tmp_pat
         collectors=[recorder_entry(topics=["{topic}"])],
         queue={"drain_timeout": 2},
     )
-    transport = SessionTransport(refuse_filters=["t/denied/+"])
+    transport = MemoryTransport()
+    transport.refuse_filters = {"t/denied/+"}
     daemon = Daemon(config, transport=transport)
     task = asyncio.create_task(daemon.run())
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -314,3 +315,102 @@ def test_readme_example_runs(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "3 passed" in result.stdout
+
+
+# --- MemoryTransport on its own --------------------------------------------------------------
+
+
+async def test_transport_records_deliveries_and_acks_in_order() -> None:
+    """``delivered`` is what was handed out, ``acked`` what was acked (in arrival order)."""
+    transport = MemoryTransport()
+    await transport.connect()
+    first = transport.deliver("t/a", b"1")
+    second = transport.deliver("t/b", b"2")
+    zero = transport.deliver("t/c", b"0", qos=0)
+    stream = transport.messages()
+    async with asyncio.timeout(5):
+        handed = [await anext(stream) for _ in range(3)]
+    await stream.aclose()
+    assert handed == transport.delivered == [first, second, zero]
+    assert transport.session() == [first, second]  # QoS 0 is never in the session
+    transport.ack(second)
+    assert transport.acked == []  # waits for the first one's ack
+    transport.ack(first)
+    transport.ack(zero)
+    assert transport.acked == [first, second]
+    assert transport.session() == []
+
+
+async def test_transport_session_keeps_what_was_not_acked_for_the_next_connection() -> None:
+    """A held message stays in ``session()`` and is delivered again, numbered by connection."""
+    transport = MemoryTransport()
+    await transport.connect()
+    held = transport.deliver("t/a", b"1")
+    behind = transport.deliver("t/b", b"2")
+    stream = transport.messages()
+    async with asyncio.timeout(5):
+        await anext(stream)
+        await anext(stream)
+        transport.hold(held)
+        transport.ack(behind)  # processed, but held back behind the held one
+        assert transport.acked == []
+        await transport.disconnect()
+        with pytest.raises(TransportError):
+            await anext(stream)
+        await transport.connect()
+        stream = transport.messages()
+        again = [await anext(stream), await anext(stream)]
+    await stream.aclose()
+    delivered = [(m.connection, m.body) for m in transport.delivered]
+    assert delivered == [(1, b"1"), (1, b"2"), (2, b"1"), (2, b"2")]
+    assert transport.session() == again
+    transport.ack(again[0])
+    transport.ack(again[1])
+    assert [(m.connection, m.body) for m in transport.acked] == [(2, b"1"), (2, b"2")]
+    assert transport.session() == []
+
+
+async def test_transport_sends_no_ack_after_a_disconnect() -> None:
+    """An ack due once the connection is closed is lost: the message stays in the session."""
+    transport = MemoryTransport()
+    await transport.connect()
+    message = transport.deliver("t/a", b"1")
+    await transport.disconnect()
+    transport.ack(message)
+    assert transport.acked == []
+    assert transport.session() == [message]
+
+
+async def test_transport_refuses_filters_and_records_unsubscribes() -> None:
+    """``refuse_filters`` get SUBACK 0x87 and are not subscribed; ``unsubscribed`` records."""
+    transport = MemoryTransport()
+    assert await transport.subscribe([("t/ok/+", 1)]) is None  # all granted as asked
+    transport.refuse_filters = {"t/denied/+"}
+    codes = await transport.subscribe([("t/denied/+", 1), ("t/two/+", 2)])
+    assert list(codes or ()) == [0x87, 2]
+    assert transport.filters == {"t/ok/+": 1, "t/two/+": 2}
+    await transport.unsubscribe(["t/ok/+"])
+    await transport.unsubscribe(["t/never/+"])
+    assert transport.unsubscribed == ["t/ok/+", "t/never/+"]
+    assert transport.filters == {"t/two/+": 2}
+
+
+async def test_refused_filter_makes_the_daemon_not_ready_and_it_leaves_its_share_group(
+    tmp_path: Path,
+) -> None:
+    """Through TestDaemon: a refused filter is reported, and the stop leaves the share group."""
+    path = _write(
+        tmp_path,
+        subscriptions=[
+            {"filter": "sensors/+/temperature", "share_group": "g", "topics": ["temperature"]},
+            {"filter": "denied/+", "decode": "bytes", "topics": ["raw"]},
+        ],
+    )
+    transport = MemoryTransport()
+    transport.refuse_filters = {"denied/+"}
+    async with TestDaemon(path, transport=transport) as daemon:
+        assert (await daemon.publish("sensors/a/temperature", 1)).acked
+        assert not daemon.daemon.ready
+        assert daemon.daemon.why_not_ready.startswith("subscription refused")
+        assert transport.unsubscribed == []
+    assert transport.unsubscribed == ["$share/g/sensors/+/temperature"]
