@@ -258,7 +258,9 @@ def _label_fault(label: str) -> str | None:
     try:
         encoded = label if label.isascii() else label.encode("idna").decode("ascii")
     except UnicodeError as exc:
-        return f"label {show(label)} cannot be encoded with IDNA ({exc.__cause__ or exc})"
+        # Python 3.13 raises UnicodeEncodeError with a reason; earlier ones chain the reason.
+        reason = getattr(exc, "reason", None) or exc.__cause__ or exc
+        return f"label {show(label)} cannot be encoded with IDNA ({reason})"
     if len(encoded) > _MAX_LABEL:
         return f"label {show(label)} is longer than {_MAX_LABEL} characters"
     if not _LABEL.fullmatch(encoded):
