@@ -1,0 +1,1 @@
+"""The gmqtt transport, with the one module that reaches into gmqtt's private parts."""

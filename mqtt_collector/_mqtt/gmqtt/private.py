@@ -1,0 +1,76 @@
+"""The one place that reaches into gmqtt's private parts, each checked loudly.
+
+gmqtt 0.8 acknowledges after processing through public API (``optimistic_acknowledgement
+=False``: the PUBACK goes when the async ``on_message`` returns). What it has no public
+word for: the asyncio transport of its connection, whose reading the transport pauses
+while the daemon holds as many unacked messages as it may (flow control that does not
+trust the broker to honour Receive Maximum); the time of the last data in, which its
+keepalive check would otherwise take for a dead broker while reading is paused; and the
+protocol version it fell back to after a broker refused MQTT 5. If a new gmqtt release
+moves any of this, these functions raise IncompatibleClientError naming the installed
+version (and the tests fail): that is fatal, never a reason to reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import time
+from typing import Any
+
+import gmqtt
+
+from mqtt_collector._exceptions import IncompatibleClientError
+
+__all__ = ["VERIFIED", "check_client", "downgraded", "mark_alive", "reading_transport"]
+
+# What the reach into private parts was verified with (pyproject.toml pins the extra).
+VERIFIED = "gmqtt 0.7 and 0.8"
+_MQTT_V5 = 5
+
+
+def incompatible(what: str) -> IncompatibleClientError:
+    """Return the fatal error for a broken assumption ``what``, naming the installed version."""
+    try:
+        version = importlib.metadata.version("gmqtt")
+    except importlib.metadata.PackageNotFoundError:
+        version = "(not installed)"
+    return IncompatibleClientError(
+        f"{what}: installed gmqtt {version}; mqtt-collector works with {VERIFIED}"
+    )
+
+
+def check_client(client: gmqtt.Client) -> None:
+    """Check, before it connects, every private part of ``client`` the transport uses."""
+    state = getattr(client, "_connection_state", None)
+    if not isinstance(getattr(state, "protocol_version", None), int):
+        raise incompatible("gmqtt keeps no '_connection_state.protocol_version'")
+    if not hasattr(client, "_connection"):
+        raise incompatible("gmqtt keeps no '_connection'")
+
+
+def _connection(client: gmqtt.Client) -> Any:
+    connection = getattr(client, "_connection", None)
+    if connection is None or not isinstance(getattr(connection, "_last_data_in", None), float):
+        raise incompatible("gmqtt keeps no '_connection' with a '_last_data_in' time")
+    return connection
+
+
+def reading_transport(client: gmqtt.Client) -> asyncio.Transport:
+    """Return the asyncio transport of ``client``'s connection (connected), to pause reading."""
+    transport = getattr(_connection(client), "_transport", None)
+    if not isinstance(transport, asyncio.Transport) or not callable(
+        getattr(transport, "is_reading", None)
+    ):
+        raise incompatible("gmqtt's connection keeps no asyncio transport as '_transport'")
+    return transport
+
+
+def mark_alive(client: gmqtt.Client) -> None:
+    """Tell gmqtt's keepalive check that the broker is alive (reading is paused, not dead)."""
+    _connection(client)._last_data_in = time.monotonic()  # noqa: SLF001 - checked above
+
+
+def downgraded(client: gmqtt.Client) -> bool:
+    """Whether gmqtt fell back to MQTT 3.1.1 because the broker refused MQTT 5."""
+    return bool(client._connection_state.protocol_version < _MQTT_V5)  # noqa: SLF001 - checked
