@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import socket
 from typing import TYPE_CHECKING, Any
@@ -40,16 +41,42 @@ class TestConnection:
         assert (config.keepalive, config.receive_maximum, config.tls) == (30, 1000, None)
         assert (config.reconnect.initial_delay, config.reconnect.max_delay) == (0.5, 30.0)
 
-    def test_broker_client_gmqtt_is_not_available(self, tmp_path: Path) -> None:
-        """The gmqtt client is named as not available in this version."""
+    def test_broker_client_gmqtt_is_accepted_on_mqtt5(self, tmp_path: Path) -> None:
+        """client: gmqtt with protocol 5 (the default) loads."""
+        assert load(tmp_path, broker(client="gmqtt")).broker.client == "gmqtt"
+
+    def test_broker_client_gmqtt_is_refused_on_311_with_qos1(self, tmp_path: Path) -> None:
+        """On 3.1.1 gmqtt acks on receipt: a QoS 1 subscription makes it a config error."""
+        data = broker(client="gmqtt", protocol="3.1.1")
+        assert error(tmp_path, data) == (
+            "broker.client: gmqtt acknowledges messages on receipt on MQTT 3.1.1, before they"
+            " are processed (subscriptions[0] has QoS 1): use protocol 5 or client aiomqtt"
+        )
+
+    def test_broker_client_gmqtt_on_311_with_only_qos0(self, tmp_path: Path) -> None:
+        """QoS 0 has no ack to hold: gmqtt on 3.1.1 is fine."""
+        data = broker(client="gmqtt", protocol="3.1.1")
+        data["subscriptions"][0]["qos"] = 0
+        assert load(tmp_path, data).broker.client == "gmqtt"
+
+    def test_broker_client_gmqtt_not_installed(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Without the gmqtt extra, the error says how to install it."""
+        real = importlib.util.find_spec
+
+        def find_spec(name: str, package: str | None = None) -> Any:
+            return None if name == "gmqtt" else real(name, package)
+
+        monkeypatch.setattr(importlib.util, "find_spec", find_spec)
         assert error(tmp_path, broker(client="gmqtt")) == (
-            "broker.client: gmqtt transport is not available in this version; use aiomqtt"
+            "broker.client: gmqtt is not installed: pip install 'mqtt-collector[gmqtt]'"
         )
 
     def test_broker_client_refuses_an_unknown_library(self, tmp_path: Path) -> None:
         """Any other client lists what is allowed."""
         assert error(tmp_path, broker(client="paho")) == (
-            "broker.client: must be 'aiomqtt', got 'paho'"
+            "broker.client: must be 'aiomqtt' or 'gmqtt', got 'paho'"
         )
 
     def test_broker_refuses_an_unknown_key(self, tmp_path: Path) -> None:

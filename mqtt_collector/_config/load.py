@@ -11,7 +11,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from pydantic import Field, PrivateAttr, ValidationError, field_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from mqtt_collector._config.base import ConfigModel, LocatedError, format_errors, format_loc
 from mqtt_collector._config.broker import (
@@ -97,6 +97,20 @@ class Config(ConfigModel):
                     f"duplicate key {collector.key!r} (also collectors[{first}].key)",
                 )
         return collectors
+
+    @model_validator(mode="after")
+    def _gmqtt_acks_after_processing(self) -> Config:
+        """Refuse gmqtt on 3.1.1 with QoS 1: only on MQTT 5 can it ack after processing."""
+        if self.broker.client == "gmqtt" and self.broker.protocol is not Protocol.V5:
+            for index, subscription in enumerate(self.subscriptions):
+                if subscription.qos >= 1:
+                    raise LocatedError(
+                        ("broker", "client"),
+                        f"gmqtt acknowledges messages on receipt on MQTT 3.1.1, before they"
+                        f" are processed (subscriptions[{index}] has QoS {subscription.qos}):"
+                        f" use protocol 5 or client aiomqtt",
+                    )
+        return self
 
     @property
     def path(self) -> str:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
     from mqtt_collector._config.load import Config
+    from mqtt_collector._mqtt.gmqtt.transport import GmqttTransport
 
 __all__ = [
     "build_collectors",
@@ -51,10 +52,11 @@ def max_packet_size(config: Config) -> int | None:
 
 def build_transport(
     config: Config, *, on_malformed: Callable[[], object] | None = None
-) -> AiomqttTransport:
+) -> AiomqttTransport | GmqttTransport:
     """Return the transport ``config.broker.client`` names, set up from ``config``.
 
-    ``on_malformed()`` is called for each malformed message the transport skips.
+    ``on_malformed()`` is called for each malformed message the transport skips. gmqtt, an
+    optional extra, is imported only when the configuration names it.
     """
     broker = config.broker
     tls = None
@@ -68,7 +70,12 @@ def build_transport(
             else broker.tls.key_password.get_secret_value(),
             insecure=broker.tls.insecure,
         )
-    return AiomqttTransport(
+    transport: type[AiomqttTransport | GmqttTransport] = AiomqttTransport
+    if broker.client == "gmqtt":
+        from mqtt_collector._mqtt.gmqtt.transport import GmqttTransport  # noqa: PLC0415
+
+        transport = GmqttTransport
+    return transport(
         host=broker.host,
         port=broker.port,
         client_id=broker.client_id,
