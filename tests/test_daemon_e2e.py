@@ -24,6 +24,12 @@ from tests.helpers.mqtt_client import connected_client
 pytestmark = pytest.mark.broker
 
 
+@pytest.fixture(params=["aiomqtt", "gmqtt"])
+def client(request: pytest.FixtureRequest) -> str:
+    """The MQTT client library: each wire test runs on both transports (MQTT 5)."""
+    return str(request.param)
+
+
 def _sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
     """Return a metric sample's value (0 when it has none yet)."""
     value = registry.get_sample_value(name, labels)
@@ -34,13 +40,14 @@ class TestDelivery:
     """What a collector receives for each message."""
 
     async def test_daemon_delivers_each_qos(
-        self, mosquitto: Mosquitto, topic_prefix: str, tmp_path: Path
+        self, mosquitto: Mosquitto, topic_prefix: str, tmp_path: Path, client: str
     ) -> None:
         """Messages arrive at the QoS sent, at most the subscription's: 2 comes as 1."""
         config = make_config(
             tmp_path,
             port=mosquitto.port,
             prefix=topic_prefix,
+            broker={"client": client},
             subscriptions=[{"filter": f"{topic_prefix}/q/+", "qos": 1, "topics": ["all"]}],
         )
         async with run_daemon(config) as daemon:
@@ -52,11 +59,11 @@ class TestDelivery:
         assert got == {f"{topic_prefix}/q/{q}": (min(q, 1), {"qos": q}) for q in (0, 1, 2)}
 
     async def test_daemon_passes_retain_flag(
-        self, mosquitto: Mosquitto, topic_prefix: str, tmp_path: Path
+        self, mosquitto: Mosquitto, topic_prefix: str, tmp_path: Path, client: str
     ) -> None:
         """A retained message sent on subscribe arrives with retain set; a live one without."""
         p = topic_prefix
-        config = make_config(tmp_path, port=mosquitto.port, prefix=p)
+        config = make_config(tmp_path, port=mosquitto.port, prefix=p, broker={"client": client})
         with connected_client(mosquitto.port) as publisher:
             publisher.publish_json(f"{p}/kept", "old", retain=True)
             try:
@@ -69,10 +76,12 @@ class TestDelivery:
         assert [(r.data, r.retain) for r in records(daemon)] == [("old", True), ("new", False)]
 
     async def test_daemon_passes_mqtt5_properties(
-        self, mosquitto: Mosquitto, topic_prefix: str, tmp_path: Path
+        self, mosquitto: Mosquitto, topic_prefix: str, tmp_path: Path, client: str
     ) -> None:
         """MQTT 5 user properties and content type reach message.properties."""
-        config = make_config(tmp_path, port=mosquitto.port, prefix=topic_prefix)
+        config = make_config(
+            tmp_path, port=mosquitto.port, prefix=topic_prefix, broker={"client": client}
+        )
         async with run_daemon(config) as daemon:
             with connected_client(mosquitto.port) as publisher:
                 publisher.publish(
@@ -87,10 +96,12 @@ class TestDelivery:
         assert properties["content_type"] == "application/json"
 
     async def test_daemon_gives_no_properties_without_any(
-        self, mosquitto: Mosquitto, topic_prefix: str, tmp_path: Path
+        self, mosquitto: Mosquitto, topic_prefix: str, tmp_path: Path, client: str
     ) -> None:
         """A message sent without properties arrives with an empty properties mapping."""
-        config = make_config(tmp_path, port=mosquitto.port, prefix=topic_prefix)
+        config = make_config(
+            tmp_path, port=mosquitto.port, prefix=topic_prefix, broker={"client": client}
+        )
         async with run_daemon(config) as daemon:
             with connected_client(mosquitto.port) as publisher:
                 publisher.publish(f"{topic_prefix}/p", b"{}")
@@ -103,7 +114,7 @@ class TestSubscribing:
 
     @pytest.mark.parametrize("style", ["share_group", "filter"])
     async def test_daemon_receives_on_a_shared_subscription(
-        self, mosquitto: Mosquitto, topic_prefix: str, tmp_path: Path, style: str
+        self, mosquitto: Mosquitto, topic_prefix: str, tmp_path: Path, client: str, style: str
     ) -> None:
         """A share_group (or a $share/ filter) subscribes as a group and gets every message."""
         p = topic_prefix
@@ -117,6 +128,7 @@ class TestSubscribing:
             tmp_path,
             port=mosquitto.port,
             prefix=p,
+            broker={"client": client},
             subscriptions=[subscription],
             collectors=[recorder_entry("rec", ["a", "b"])],
         )
