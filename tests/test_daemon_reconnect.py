@@ -31,6 +31,12 @@ from tests.helpers.scripted_broker import ScriptedBroker, ScriptedConnection
 _FAST = {"initial_delay": 0.1, "max_delay": 0.3}
 
 
+@pytest.fixture(params=["aiomqtt", "gmqtt"])
+def client(request: pytest.FixtureRequest) -> str:
+    """The MQTT client library: the real-broker tests run on both transports (MQTT 5)."""
+    return str(request.param)
+
+
 @pytest.fixture
 def logs() -> Iterator[LogCapture]:
     """Every log line of the test, as the CLI would write it."""
@@ -70,10 +76,12 @@ async def test_daemon_reconnects_and_gets_what_the_broker_kept(
     tmp_path: Path,
     logs: LogCapture,
     monkeypatch: pytest.MonkeyPatch,
+    *,
+    client: str,
 ) -> None:
     """Broker restarted mid-stream: unacked messages and those queued meanwhile arrive after."""
     broker = private_mosquitto
-    config = _persistent(broker, topic_prefix, tmp_path)
+    config = _persistent(broker, topic_prefix, tmp_path, client=client)
     topic = f"{topic_prefix}/stream"
     async with run_daemon(config) as daemon:
         ctx = collector_ctx(daemon)
@@ -119,11 +127,15 @@ async def test_daemon_reconnects_and_gets_what_the_broker_kept(
 
 @pytest.mark.broker
 async def test_daemon_sees_the_loss_while_holding_receive_maximum(
-    private_mosquitto: Mosquitto, topic_prefix: str, tmp_path: Path, logs: LogCapture
+    private_mosquitto: Mosquitto,
+    topic_prefix: str,
+    tmp_path: Path,
+    logs: LogCapture,
+    client: str,
 ) -> None:
     """A broker lost while receive_maximum messages are unacked is noticed at once."""
     broker = private_mosquitto
-    config = _persistent(broker, topic_prefix, tmp_path, receive_maximum=5)
+    config = _persistent(broker, topic_prefix, tmp_path, receive_maximum=5, client=client)
     async with run_daemon(config) as daemon:
         ctx = collector_ctx(daemon)
         topic = f"{topic_prefix}/stream"
@@ -144,12 +156,19 @@ async def test_daemon_sees_the_loss_while_holding_receive_maximum(
 
 @pytest.mark.broker
 async def test_daemon_resubscribes_to_a_broker_that_forgot_it(
-    make_mosquitto: MosquittoFactory, topic_prefix: str, tmp_path: Path, logs: LogCapture
+    make_mosquitto: MosquittoFactory,
+    topic_prefix: str,
+    tmp_path: Path,
+    logs: LogCapture,
+    client: str,
 ) -> None:
     """A broker restarted without persistence has no session: the daemon subscribes again."""
     broker = make_mosquitto(persistence=False)
     config = make_config(
-        tmp_path, port=broker.port, prefix=topic_prefix, broker={"reconnect": _FAST}
+        tmp_path,
+        port=broker.port,
+        prefix=topic_prefix,
+        broker={"reconnect": _FAST, "client": client},
     )
     async with run_daemon(config) as daemon:
         with connected_client(broker.port) as publisher:
@@ -165,12 +184,19 @@ async def test_daemon_resubscribes_to_a_broker_that_forgot_it(
 
 @pytest.mark.broker
 async def test_daemon_waits_for_a_broker_that_is_down(
-    make_mosquitto: MosquittoFactory, topic_prefix: str, tmp_path: Path, logs: LogCapture
+    make_mosquitto: MosquittoFactory,
+    topic_prefix: str,
+    tmp_path: Path,
+    logs: LogCapture,
+    client: str,
 ) -> None:
     """Started while the broker is down: it retries, not ready, and connects once it is up."""
     broker = make_mosquitto(start=False)
     config = make_config(
-        tmp_path, port=broker.port, prefix=topic_prefix, broker={"reconnect": _FAST}
+        tmp_path,
+        port=broker.port,
+        prefix=topic_prefix,
+        broker={"reconnect": _FAST, "client": client},
     )
     async with run_daemon(config, ready=False) as daemon:
         await wait_until(

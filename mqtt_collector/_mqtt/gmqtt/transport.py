@@ -69,6 +69,10 @@ _UNSUPPORTED_PROTOCOL = 0x84  # MQTT 5 CONNACK reason code
 _UNSPECIFIED_ERROR = 0x80
 _SUCCESS = 0  # the PUBACK reason code on_message returns
 _PROBE_INTERVAL = 0.5  # while paused, the socket is looked at this often
+_PEEK_BYTES = 256  # while paused, the unread bytes peeked at for a DISCONNECT
+_PINGRESP_HEADER = 0xD0
+_DISCONNECT_TYPE = 14
+_ONE_BYTE_LENGTH = 0x80  # a remaining length below this takes one byte
 _NO_RECONNECT = -2  # gmqtt: fewer retries than 0 failed connections, and not unlimited (-1)
 _LOST = None  # what the queue holds after the last message of a lost connection
 
@@ -95,6 +99,7 @@ class _Connection:
         self.waiting: dict[int, asyncio.Future[None]] = {}  # mid: resolved to send its ack
         self.tasks: set[asyncio.Task[Any]] = set()  # gmqtt's on_message tasks awaiting acks
         self.lost = False
+        self.info: ConnectionInfo | None = None  # what connect() returned
         self.sequence = 0  # the number of the last QoS 1/2 message (for the ledger)
         self.reading: asyncio.Transport | None = None
         self.paused = False
@@ -194,7 +199,11 @@ class GmqttTransport:
 
     @property
     def connected(self) -> bool:
-        """Whether a connection is up."""
+        """Whether connect() succeeded and disconnect() was not called since.
+
+        As for aiomqtt, a connection the broker lost stays "connected" until disconnect():
+        the daemon tells its own disconnect from a loss by this.
+        """
         return self._up
 
     @property
@@ -298,6 +307,7 @@ class GmqttTransport:
     def _wire(self, current: _Connection, info: ConnectionInfo) -> None:
         """Set the client's callbacks, for ``current`` only."""
         client = current.client
+        current.info = info
 
         def connected(_client: Any, flags: int, _rc: int, _properties: Any) -> None:
             info.session_present = bool(flags)
@@ -413,8 +423,6 @@ class GmqttTransport:
             return
         current.lost = True
         self._stop_probe(current)
-        if current is self._current:
-            self._up = False
         current.queue.put_nowait(_LOST)
         for futures in (current.subacks, current.unsubacks):
             for future in futures.values():
@@ -541,7 +549,10 @@ class GmqttTransport:
         reading = current.reading
         if not current.paused or current.lost or reading is None or reading.is_closing():
             return
-        if _socket_failed(reading):
+        ending = _broker_ending(reading)
+        if ending is not None:
+            if current.info is not None and current.info.disconnect_reason is None:
+                current.info.disconnect_reason = ending or None
             reading.abort()  # gmqtt sees the connection lost
             return
         mark_alive(current.client)
@@ -585,6 +596,8 @@ class GmqttTransport:
         current = self._current
         if current is None or not self._up:
             raise TransportError("not connected")
+        if current.lost:
+            raise TransportError("connection lost")
         return current
 
 
@@ -610,12 +623,34 @@ async def _close(current: _Connection | None) -> None:
             await asyncio.wait(tasks, timeout=_DISCONNECT_TIMEOUT)
 
 
-def _socket_failed(reading: asyncio.Transport) -> bool:
-    """Whether the socket under ``reading`` has an error (reset, or timed out by TCP)."""
+def _broker_ending(reading: asyncio.Transport) -> int | None:  # noqa: PLR0911 - one per case
+    """While paused, whether the broker ended the connection: None if not, else its reason.
+
+    The socket failed (reset, or timed out by TCP), or the unread bytes are, after any
+    PINGRESPs, a DISCONNECT (its reason code, 0 without one) or the end of the stream (0).
+    The bytes are only peeked at; under TLS they are ciphertext and only the end counts.
+    """
     sock = reading.get_extra_info("socket")
     if sock is None:
-        return False
+        return None
     try:
-        return bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
+        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+            return 0
+        # asyncio hands out a TransportSocket without recv(): peek through a duplicate.
+        with socket.fromfd(sock.fileno(), sock.family, sock.type) as peer:
+            head = peer.recv(_PEEK_BYTES, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return None
     except OSError:
-        return True
+        return 0
+    if not head:
+        return 0
+    if reading.get_extra_info("sslcontext") is not None:
+        return None
+    offset = 0
+    while offset + 1 < len(head) and head[offset] == _PINGRESP_HEADER and head[offset + 1] == 0:
+        offset += 2
+    if offset + 1 < len(head) and head[offset] >> 4 == _DISCONNECT_TYPE:
+        size = head[offset + 1]
+        return head[offset + 2] if 0 < size < _ONE_BYTE_LENGTH and offset + 2 < len(head) else 0
+    return None
