@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -177,7 +178,13 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """Return uvloop's loop factory when the ``uvloop`` extra is installed, else None."""
+    """Return uvloop's loop factory when the ``uvloop`` extra is installed, else None.
+
+    ``MQTT_COLLECTOR_UVLOOP=0`` keeps asyncio's own loop although uvloop is installed (to compare
+    the two, as ``benchmarks/e2e_bench.py`` does, or to rule uvloop out when chasing a problem).
+    """
+    if os.environ.get("MQTT_COLLECTOR_UVLOOP", "").strip() == "0":
+        return None
     try:
         import uvloop  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415 - optional
     except ImportError:
