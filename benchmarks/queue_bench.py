@@ -158,7 +158,7 @@ async def main() -> None:
 if __name__ == "__main__":
     if "--uvloop" in sys.argv:
         sys.argv.remove("--uvloop")
-        import uvloop  # type: ignore[import-not-found]
+        import uvloop  # type: ignore[import-not-found,unused-ignore]
 
         uvloop.install()
     asyncio.run(main())

@@ -260,6 +260,7 @@ class Daemon:
                 "started",
                 collectors=[c.key for c in self.queue.collectors],
                 consumers=self.queue.consumers,
+                loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
             )
             self._warn_at_start()
             notify("READY=1")

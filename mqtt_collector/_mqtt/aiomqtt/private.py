@@ -278,8 +278,9 @@ class ReadGate:
         fd = self._fileno()
         if fd is not None:
             # Replaces aiomqtt's reader, which does the same but never pauses; aiomqtt
-            # installs it once, while connecting, and never again.
-            if not self._loop.remove_reader(fd):
+            # installs it once, while connecting, and never again. asyncio's loop says
+            # whether there was one to remove; uvloop's says nothing (None).
+            if self._loop.remove_reader(fd) is False:
                 raise incompatible("aiomqtt had not installed its socket reader once connected")
             self._loop.add_reader(fd, self._read)
 
