@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import time
-from typing import Any
+from typing import Any, cast
 
 import gmqtt
 
@@ -59,11 +59,13 @@ def _connection(client: gmqtt.Client) -> Any:
 def reading_transport(client: gmqtt.Client) -> asyncio.Transport:
     """Return the asyncio transport of ``client``'s connection (connected), to pause reading."""
     transport = getattr(_connection(client), "_transport", None)
-    if not isinstance(transport, asyncio.Transport) or not callable(
-        getattr(transport, "is_reading", None)
+    # Checked by what it can do, not by class: uvloop's transports are not asyncio.Transport.
+    if not all(
+        callable(getattr(transport, name, None))
+        for name in ("pause_reading", "resume_reading", "is_reading", "get_extra_info")
     ):
         raise incompatible("gmqtt's connection keeps no asyncio transport as '_transport'")
-    return transport
+    return cast("asyncio.Transport", transport)
 
 
 def mark_alive(client: gmqtt.Client) -> None:
