@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from mqtt_collector._exceptions import TransportError
 from mqtt_collector._mqtt.gmqtt.transport import GmqttTransport
 from tests.helpers.daemon import WAIT, capture_logging, wait_until
 from tests.helpers.scripted_broker import (
@@ -199,5 +200,29 @@ async def test_malformed_message_is_acked_in_its_turn() -> None:
             transport.ack(first)
             assert await broker.wait_pubacks(3) == [1, 2, 3]
             assert counter.count == 1
+        finally:
+            await transport.disconnect()
+
+
+async def test_disconnect_ends_messages_and_acks_nothing_held() -> None:
+    """The daemon's own disconnect (to have a held message sent again) ends messages().
+
+    The held message is not acked on the way out: the broker sends it again.
+    """
+    async with ScriptedBroker() as broker:
+        transport = _transport(broker)
+        await transport.connect()
+        try:
+            await transport.subscribe([("#", 1)])
+            await broker.publish(b"held/x", b"1", mid=1)
+            messages = transport.messages()
+            held = await _next(messages)
+            transport.hold(held)
+            reader = asyncio.ensure_future(_next(messages))
+            await transport.disconnect()
+            with pytest.raises(TransportError, match="connection lost"):
+                await reader
+            await broker.wait_closed()
+            assert broker.pubacks == []
         finally:
             await transport.disconnect()

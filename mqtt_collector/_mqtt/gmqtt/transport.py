@@ -421,14 +421,7 @@ class GmqttTransport:
     def _lost(self, current: _Connection) -> None:
         if current.lost:
             return
-        current.lost = True
-        self._stop_probe(current)
-        current.queue.put_nowait(_LOST)
-        for futures in (current.subacks, current.unsubacks):
-            for future in futures.values():
-                if not future.done():
-                    future.set_exception(TransportError("connection lost"))
-            futures.clear()
+        _end(current)
         # Its socket is closed: letting on_message return sends nothing.
         current.release()
 
@@ -601,11 +594,24 @@ class GmqttTransport:
         return current
 
 
+def _end(current: _Connection) -> None:
+    """Mark ``current`` lost: ``messages()`` ends after what it holds, answers fail."""
+    current.lost = True
+    GmqttTransport._stop_probe(current)  # noqa: SLF001 - the module's own
+    current.queue.put_nowait(_LOST)
+    for futures in (current.subacks, current.unsubacks):
+        for future in futures.values():
+            if not future.done():
+                future.set_exception(TransportError("connection lost"))
+        futures.clear()
+
+
 async def _close(current: _Connection | None) -> None:
     """Disconnect ``current``'s client, close its socket, and let its on_message tasks end."""
     if current is None:
         return
-    current.lost = True
+    if not current.lost:
+        _end(current)  # messages() ends; the acks are released once the socket is closed
     current.client.reconnect_retries = _NO_RECONNECT
     reading = current.reading
     if reading is not None and not reading.is_closing() and not reading.is_reading():
