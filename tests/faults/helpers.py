@@ -36,10 +36,15 @@ def daemon_config(
     queue: dict[str, Any] | None = None,
     broker_extra: dict[str, Any] | None = None,
     metrics_port: int | None = None,
+    client: str = "aiomqtt",
 ) -> dict[str, Any]:
-    """Return a daemon config (as a dict for YAML) talking to ``broker``, JSON logs at info."""
+    """Return a daemon config (as a dict for YAML) talking to ``broker``, JSON logs at info.
+
+    ``client`` is the MQTT client library (``broker.client``).
+    """
     config: dict[str, Any] = {
         "broker": {
+            "client": client,
             "host": broker.host,
             "port": broker.port,
             "client_id": client_id,

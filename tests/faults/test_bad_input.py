@@ -66,7 +66,9 @@ class Rig:
         return self.daemon.wait_log(event, timeout=WAIT, where=lambda e: e.get("topic") == topic)[0]
 
 
-def _config(broker: Mosquitto, prefix: str, out: Path, client_id: str) -> dict[str, Any]:
+def _config(
+    broker: Mosquitto, prefix: str, out: Path, client_id: str, client: str
+) -> dict[str, Any]:
     def sub(kind: str, decode: str, **extra: Any) -> dict[str, Any]:
         return {"filter": f"{prefix}/{kind}/#", "decode": decode, "topics": ["good"], **extra}
 
@@ -74,6 +76,7 @@ def _config(broker: Mosquitto, prefix: str, out: Path, client_id: str) -> dict[s
     return daemon_config(
         broker,
         client_id=client_id,
+        client=client,
         subscriptions=[
             sub("json", "json"),
             sub("text", "text"),
@@ -109,12 +112,14 @@ def _config(broker: Mosquitto, prefix: str, out: Path, client_id: str) -> dict[s
 
 
 @pytest.fixture(scope="module")
-def rig(mosquitto: Mosquitto, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+def rig(
+    mosquitto: Mosquitto, tmp_path_factory: pytest.TempPathFactory, client: str
+) -> Iterator[Rig]:
     """A daemon subprocess shared by this module's tests (each uses its own topics)."""
     directory = tmp_path_factory.mktemp("bad-input")
     prefix = f"test/bad_input/{uuid.uuid4().hex[:8]}"
     out = directory / "records.jsonl"
-    config = _config(mosquitto, prefix, out, f"bad-input-{uuid.uuid4().hex[:8]}")
+    config = _config(mosquitto, prefix, out, f"bad-input-{uuid.uuid4().hex[:8]}", client)
     with DaemonProcess(directory, config) as daemon:
         yield Rig(daemon, mosquitto, prefix, out)
         assert daemon.terminate() == 0, daemon.tail()
@@ -149,13 +154,14 @@ def test_bad_input_unusual_topic_is_processed(rig: Rig, level: str) -> None:
 
 
 def test_bad_input_refused_body_is_acked_not_redelivered(
-    mosquitto: Mosquitto, tmp_path: Path, topic_prefix: str
+    mosquitto: Mosquitto, tmp_path: Path, topic_prefix: str, client: str
 ) -> None:
     """A body over max_body_bytes is acked: a restarted daemon does not get it again."""
     out = tmp_path / "records.jsonl"
     config = daemon_config(
         mosquitto,
         client_id=f"refused-{uuid.uuid4().hex[:8]}",
+        client=client,
         subscriptions=[
             {"filter": f"{topic_prefix}/#", "decode": "bytes", "max_body_bytes": 10}
             | {"topics": ["good"]}

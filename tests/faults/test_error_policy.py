@@ -28,7 +28,7 @@ WAIT = 20.0
 
 
 def test_error_policy_retry_then_dead_letter_then_ack(
-    mosquitto: Mosquitto, tmp_path: Path, topic_prefix: str
+    mosquitto: Mosquitto, tmp_path: Path, topic_prefix: str, client: str
 ) -> None:
     """A flaky collector passes on retry; a failing one is dead-lettered, logged, counted, acked."""
     out = tmp_path / "records.jsonl"
@@ -37,6 +37,7 @@ def test_error_policy_retry_then_dead_letter_then_ack(
     config = daemon_config(
         mosquitto,
         client_id=f"policy-{uuid.uuid4().hex[:8]}",
+        client=client,
         subscriptions=[{"filter": f"{topic_prefix}/in/+", "topics": ["{1}"]}],
         collectors=[
             {
@@ -101,7 +102,7 @@ def test_error_policy_retry_then_dead_letter_then_ack(
 
 
 def test_error_policy_refused_dead_letter_leaves_the_message_unacked(
-    make_mosquitto: MosquittoFactory, tmp_path: Path, topic_prefix: str
+    make_mosquitto: MosquittoFactory, tmp_path: Path, topic_prefix: str, client: str
 ) -> None:
     """The broker's ACL refuses the dead letter (MQTT 5): the original is never acked.
 
@@ -120,6 +121,7 @@ def test_error_policy_refused_dead_letter_leaves_the_message_unacked(
     config = daemon_config(
         broker,
         client_id=client_id,
+        client=client,
         subscriptions=subscriptions,
         collectors=[
             {
