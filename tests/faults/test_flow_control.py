@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiomqtt
 import pytest
@@ -12,6 +12,7 @@ import pytest
 from mqtt_collector._exceptions import TransportError
 from mqtt_collector._mqtt.aiomqtt.private import message_queue
 from mqtt_collector._mqtt.aiomqtt.transport import AiomqttTransport
+from mqtt_collector._mqtt.gmqtt.transport import GmqttTransport
 
 if TYPE_CHECKING:
     from tests.helpers.mosquitto import Mosquitto
@@ -20,6 +21,13 @@ pytestmark = pytest.mark.broker
 
 RECEIVE_MAXIMUM = 10
 TOTAL = 300
+
+
+def _make(client: str, **keys: Any) -> AiomqttTransport | GmqttTransport:
+    """A transport of the ``client`` library (the tests past the first run on both)."""
+    if client == "gmqtt":
+        return GmqttTransport(**keys)
+    return AiomqttTransport(**keys)
 
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
@@ -67,10 +75,11 @@ async def test_flow_control_unacked_never_exceed_receive_maximum(
 
 
 async def test_flow_control_reading_resumes_after_acks(
-    mosquitto: Mosquitto, topic_prefix: str
+    mosquitto: Mosquitto, topic_prefix: str, client: str
 ) -> None:
     """Paused at the bound, the transport reads on once messages are acked."""
-    transport = AiomqttTransport(
+    transport = _make(
+        client,
         host=mosquitto.host,
         port=mosquitto.port,
         client_id=f"flow-{uuid.uuid4().hex[:8]}",
@@ -97,14 +106,15 @@ async def test_flow_control_reading_resumes_after_acks(
 
 
 async def test_flow_control_subscribe_completes_while_flooded(
-    mosquitto: Mosquitto, topic_prefix: str
+    mosquitto: Mosquitto, topic_prefix: str, client: str
 ) -> None:
     """A session with more queued than receive_maximum still gets its SUBACK on reconnect."""
     client_id = f"flow-{uuid.uuid4().hex[:8]}"
     topic = f"{topic_prefix}/n"
 
-    def make() -> AiomqttTransport:
-        return AiomqttTransport(
+    def make() -> AiomqttTransport | GmqttTransport:
+        return _make(
+            client,
             host=mosquitto.host,
             port=mosquitto.port,
             client_id=client_id,
@@ -136,11 +146,12 @@ async def test_flow_control_subscribe_completes_while_flooded(
 
 
 async def test_flow_control_loss_is_seen_while_paused(
-    private_mosquitto: Mosquitto, topic_prefix: str
+    private_mosquitto: Mosquitto, topic_prefix: str, client: str
 ) -> None:
     """A broker going away while reading is paused ends the message stream within seconds."""
     broker = private_mosquitto
-    transport = AiomqttTransport(
+    transport = _make(
+        client,
         host=broker.host,
         port=broker.port,
         client_id=f"flow-{uuid.uuid4().hex[:8]}",
