@@ -34,7 +34,7 @@ SAMPLE_EVERY = 0.1
 
 @pytest.mark.timeout(180)
 def test_broker_restart_twice_loses_nothing(
-    private_mosquitto: Mosquitto, tmp_path: Path, topic_prefix: str
+    private_mosquitto: Mosquitto, tmp_path: Path, topic_prefix: str, client: str
 ) -> None:
     """Every number published across two broker restarts is processed; memory stays flat."""
     broker = private_mosquitto
@@ -42,6 +42,7 @@ def test_broker_restart_twice_loses_nothing(
     config = daemon_config(
         broker,
         client_id="restart-test",
+        client=client,
         subscriptions=[{"filter": f"{topic_prefix}/n", "topics": ["n"]}],
         collectors=[
             {

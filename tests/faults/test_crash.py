@@ -28,13 +28,14 @@ RATE = 2_000.0  # messages per second, steady
 
 @pytest.mark.timeout(180)
 def test_crash_sigkill_loses_no_message(
-    private_mosquitto: Mosquitto, tmp_path: Path, topic_prefix: str
+    private_mosquitto: Mosquitto, tmp_path: Path, topic_prefix: str, client: str
 ) -> None:
     """Every message published around a SIGKILL of the daemon is processed at least once."""
     out = tmp_path / "records.jsonl"
     config = daemon_config(
         private_mosquitto,
         client_id="crash-test",
+        client=client,
         subscriptions=[{"filter": f"{topic_prefix}/n", "qos": 1, "topics": ["n"]}],
         collectors=[
             {

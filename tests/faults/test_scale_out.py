@@ -29,10 +29,11 @@ RATE = 2_000.0
 REST_TIMEOUT = 20.0
 
 
-def _daemon(broker: Mosquitto, tmp_path: Path, name: str, topic: str) -> DaemonProcess:
+def _daemon(broker: Mosquitto, tmp_path: Path, name: str, topic: str, client: str) -> DaemonProcess:
     config = daemon_config(
         broker,
         client_id=f"scale-{name}",
+        client=client,
         subscriptions=[{"filter": topic, "share_group": "collectors", "topics": ["n"]}],
         collectors=[
             {
@@ -103,14 +104,14 @@ def _missing(tmp_path: Path, stream: range) -> list[int]:
 
 @pytest.mark.timeout(120)
 def test_scale_out_splits_exactly_once(
-    private_mosquitto: Mosquitto, tmp_path: Path, topic_prefix: str
+    private_mosquitto: Mosquitto, tmp_path: Path, topic_prefix: str, client: str
 ) -> None:
     """10,000 messages are split between two daemons in one share group, each processed once."""
     topic = f"{topic_prefix}/n"
     stream = range(TOTAL)
     with (
-        _daemon(private_mosquitto, tmp_path, "a", topic),
-        _daemon(private_mosquitto, tmp_path, "b", topic),
+        _daemon(private_mosquitto, tmp_path, "a", topic, client),
+        _daemon(private_mosquitto, tmp_path, "b", topic, client),
         connected_client(private_mosquitto.port) as publisher,
     ):
         publisher.numbered(topic, stream)
@@ -127,7 +128,7 @@ def test_scale_out_splits_exactly_once(
 
 @pytest.mark.timeout(120)
 def test_scale_out_stopped_member_loses_nothing(
-    private_mosquitto: Mosquitto, tmp_path: Path, topic_prefix: str
+    private_mosquitto: Mosquitto, tmp_path: Path, topic_prefix: str, client: str
 ) -> None:
     """SIGTERM one member mid-stream: a carries on, and every number arrives at least once.
 
@@ -136,8 +137,8 @@ def test_scale_out_stopped_member_loses_nothing(
     """
     topic = f"{topic_prefix}/n"
     stream = range(TOTAL)
-    first = _daemon(private_mosquitto, tmp_path, "a", topic)
-    second = _daemon(private_mosquitto, tmp_path, "b", topic)
+    first = _daemon(private_mosquitto, tmp_path, "a", topic, client)
+    second = _daemon(private_mosquitto, tmp_path, "b", topic, client)
     with first, second:
         b_at_stop = _stop_b_mid_stream(private_mosquitto, tmp_path, topic, second, stream)
         wait_for(
@@ -160,13 +161,13 @@ def test_scale_out_stopped_member_loses_nothing(
 
 @pytest.mark.timeout(120)
 def test_scale_out_survivor_alone_takes_the_rest(
-    private_mosquitto: Mosquitto, tmp_path: Path, topic_prefix: str
+    private_mosquitto: Mosquitto, tmp_path: Path, topic_prefix: str, client: str
 ) -> None:
     """After one member stops for good, the other gets every later message by itself."""
     topic = f"{topic_prefix}/n"
     stream = range(TOTAL)
-    first = _daemon(private_mosquitto, tmp_path, "a", topic)
-    second = _daemon(private_mosquitto, tmp_path, "b", topic)
+    first = _daemon(private_mosquitto, tmp_path, "a", topic, client)
+    second = _daemon(private_mosquitto, tmp_path, "b", topic, client)
     with first, second:
         _stop_b_mid_stream(private_mosquitto, tmp_path, topic, second, stream)
         try:
