@@ -81,8 +81,10 @@ def test_broker_restart_twice_loses_nothing(
                 f"({len(samples)} samples), reconnected after {reconnected['attempts']} attempts"
             )
             assert growth < MAX_DOWN_GROWTH_KB, report[-1]
-            # Full-jitter backoff from 0.1 s: never more tries than one per initial delay.
-            assert 2 <= reconnected["attempts"] <= DOWN_FOR / INITIAL_DELAY + 2, report[-1]
+            # Full-jitter backoff from 0.1 s: never more tries than one per initial delay. The
+            # first try after the loss may already find the broker back: the backoff keeps
+            # growing until a connection has stayed healthy, and the last restart was recent.
+            assert 1 <= reconnected["attempts"] <= DOWN_FOR / INITIAL_DELAY + 2, report[-1]
         total = CHUNK * CHUNKS
         wait_for(lambda: len(numbers(out)) >= total, timeout=60, what="every number")
         assert daemon.terminate() == 0, daemon.tail()
