@@ -18,6 +18,7 @@ import contextlib
 import enum
 import importlib.metadata
 import os
+import select
 import socket
 import ssl
 from collections.abc import Callable, Iterator
@@ -223,6 +224,20 @@ def _waiting(sock: socket.socket) -> _Waiting:
     return _Waiting.NOTHING if size is None or size > len(head) else _Waiting.CONTROL
 
 
+def _peer_closed(sock: socket.socket) -> bool:
+    """Whether the peer has shut its end while data still waits unread (Linux's POLLRDHUP).
+
+    A peek sees the end of the stream only once everything before it is read; POLLRDHUP says
+    so at once. Where the flag does not exist, keepalive finds the loss instead.
+    """
+    rdhup = getattr(select, "POLLRDHUP", None)
+    if rdhup is None:
+        return False
+    poller = select.poll()
+    poller.register(sock.fileno(), rdhup)
+    return any(event & rdhup for _, event in poller.poll(0))
+
+
 def _packet_size(head: bytes) -> int | None:
     """Return the whole size of the packet ``head`` starts, or None if its header is cut."""
     length, shift = 0, 0
@@ -340,6 +355,11 @@ class ReadGate:
                 error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 if error:  # reset, or timed out by TCP keepalive: data waits, it is dead
                     self._fail(ConnectionError(error, os.strerror(error)))
+                    return
+                if _peer_closed(sock):
+                    # The broker closed its end (a DISCONNECT and the end of the stream wait
+                    # behind the PUBLISHes): nothing read now could be acked, it resends them.
+                    self._fail(ConnectionResetError("the broker closed the connection"))
                     return
                 # The PINGRESP waits behind the PUBLISH: keep paho from timing out.
                 self._paho._ping_t = 0  # noqa: SLF001 - checked by check_client
