@@ -7,7 +7,6 @@ import contextlib
 import functools
 import logging
 import math
-import socket
 import ssl
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from types import MappingProxyType
@@ -34,6 +33,7 @@ from mqtt_collector._mqtt.aiomqtt.private import (
 )
 from mqtt_collector._mqtt.aiomqtt.publish import PublishConnection
 from mqtt_collector._mqtt.envelope import envelope
+from mqtt_collector._mqtt.keepalive import keepalive_socket_options
 from mqtt_collector._mqtt.tls import TLSOptions
 from mqtt_collector._mqtt.transport import ConnectError, ConnectionInfo, Inbound
 
@@ -196,7 +196,7 @@ class AiomqttTransport:
             tls_insecure=True if self._tls is not None and self._tls.insecure else None,
             timeout=self._connect_timeout,
             logger=_client_log,
-            socket_options=_keepalive_options(self._keepalive),
+            socket_options=keepalive_socket_options(self._keepalive),
         )
         if publisher:
             return client
@@ -440,25 +440,6 @@ async def _close(client: aiomqtt.Client | None) -> None:
     # aiomqtt returns at once, leaving the socket open, if the connection had failed.
     with contextlib.suppress(Exception):
         close_socket(client)
-
-
-def _keepalive_options(keepalive: int) -> list[tuple[int, int, int]]:
-    """TCP keepalive and a bound on unacknowledged sends: about 2 x ``keepalive`` to a dead peer.
-
-    While reading is paused, paho cannot read the broker's PINGRESP; the socket is then
-    what tells a dead broker (or a cut network) from a quiet one.
-    """
-    options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
-    for name, value in (
-        ("TCP_KEEPIDLE", keepalive),
-        ("TCP_KEEPINTVL", max(1, keepalive // 3)),
-        ("TCP_KEEPCNT", 3),
-        ("TCP_USER_TIMEOUT", 2 * keepalive * 1000),  # milliseconds
-    ):
-        option = getattr(socket, name, None)  # Linux has them all; others some
-        if option is not None:
-            options.append((socket.IPPROTO_TCP, option, value))
-    return options
 
 
 def _code(code: object) -> int:

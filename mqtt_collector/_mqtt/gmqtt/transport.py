@@ -29,13 +29,14 @@ import structlog
 
 from mqtt_collector._exceptions import TransportError
 from mqtt_collector._mqtt.ack_order import AckOrder
-from mqtt_collector._mqtt.aiomqtt.transport import AiomqttTransport, _keepalive_options
+from mqtt_collector._mqtt.aiomqtt.transport import AiomqttTransport
 from mqtt_collector._mqtt.gmqtt.private import (
     check_client,
     downgraded,
     mark_alive,
     reading_transport,
 )
+from mqtt_collector._mqtt.keepalive import keepalive_socket_options
 from mqtt_collector._mqtt.tls import TLSOptions
 from mqtt_collector._mqtt.transport import ConnectError, ConnectionInfo, Inbound
 
@@ -282,7 +283,7 @@ class GmqttTransport:
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
-                for level, option, value in _keepalive_options(self._keepalive):
+                for level, option, value in keepalive_socket_options(self._keepalive):
                     sock.setsockopt(level, option, value)
         if self._full():
             self._pause(current)
