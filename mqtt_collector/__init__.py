@@ -9,6 +9,7 @@ import importlib.metadata as _metadata
 from mqtt_collector._core.buffer import QueueType
 from mqtt_collector._core.collector import Collector, Context, LifecycleManager, Processor
 from mqtt_collector._core.event import CollectorEvent
+from mqtt_collector._core.group_commit import GroupCommit
 from mqtt_collector._core.payload import Delivery, Payload
 from mqtt_collector._core.queue import CollectorQueue, EventPublisher
 from mqtt_collector._core.result import Error, Ok, Result, ResultList
@@ -40,6 +41,7 @@ __all__ = [
     "Delivery",
     "Error",
     "EventPublisher",
+    "GroupCommit",
     "LifecycleError",
     "LifecycleManager",
     "Message",

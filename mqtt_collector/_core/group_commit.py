@@ -1,0 +1,211 @@
+"""Group commit: concurrent processor calls join one write, each told how its batch fared.
+
+A sink that writes one row per call pays a round trip (or a disk sync) per message. With
+``GroupCommit`` each call hands over its item and waits; one writer takes every item waiting,
+writes them together, and then answers each call: ``Ok(value)`` once the batch holding its item
+is committed, or ``Error(exc)`` when that write failed, so the retry policy and the dead letter
+still apply per message, and ack after processing still acks a message only after its own batch
+is committed.
+
+Batching needs no tuning to start with. While a write is in flight, new items gather; when it
+returns, the next write takes all of them (up to ``max_size``). So an idle sink writes each item
+at once (``max_delay=0``), and a busy one writes ever larger batches. ``max_delay`` lets the
+writer linger for more items after the first arrives, never holding one longer than that.
+
+A batch can hold no more items than there are calls waiting: in the daemon each waiting call
+holds one consumer, so batches are at most ``queue.max_consumers`` long (64 by default); raise it
+(e.g. to 512) for a sink that should write hundreds of rows at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+from mqtt_collector._core.result import Error, Ok, Result
+
+__all__ = ["GroupCommit"]
+
+T = TypeVar("T")
+
+Write = Callable[[list[T]], Awaitable[Sequence[Any] | None]]
+"""``async def write(batch) -> None | values``: commit ``batch`` as one unit or raise.
+
+It may return one value per item, in order: ``Ok(value)`` answers that item's call (an
+``Error`` instance answers it as failed, for a sink that can tell which item was refused).
+"""
+
+
+class GroupCommit(Generic[T]):
+    """Let concurrent callers join one write; ``await submit(item)`` once the write is done.
+
+    Example, in a lifecycle::
+
+        async def write_rows(rows: list[tuple[str, str]]) -> None:
+            async with pool.connection() as conn:  # one transaction per batch
+                await conn.executemany("INSERT INTO t VALUES (%s, %s)", rows)
+
+        @contextlib.asynccontextmanager
+        async def lifecycle(ctx):
+            async with GroupCommit(write_rows, max_size=500) as ctx.batch:
+                yield
+
+        async def processor(payload, ctx):
+            return await ctx.batch.submit((payload.value.topic, payload.value.text))
+
+    Args:
+        write: the function that commits a batch (see ``Write``).
+        max_size: the most items one write takes.
+        max_delay: seconds the writer may wait after the first item of a batch arrives for more
+            to join it; 0 (the default) writes at once when the writer is free.
+        concurrency: how many writes may be in flight at once (e.g. the size of a connection
+            pool); batches then commit in any order.
+    """
+
+    def __init__(
+        self,
+        write: Write[T],
+        *,
+        max_size: int = 1000,
+        max_delay: float = 0.0,
+        concurrency: int = 1,
+    ) -> None:
+        """Set the writer up; its tasks start with the first ``submit``."""
+        if max_size < 1:
+            raise ValueError(f"max_size must be at least 1, got {max_size!r}")
+        if max_delay < 0:
+            raise ValueError(f"max_delay must not be negative, got {max_delay!r}")
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency!r}")
+        self._write = write
+        self._max_size = max_size
+        self._max_delay = max_delay
+        self._concurrency = concurrency
+        self._items: list[T] = []
+        self._futures: list[asyncio.Future[Result]] = []
+        self._first_at = 0.0
+        self._wakeup: asyncio.Event | None = None
+        self._writers: list[asyncio.Task[None]] = []
+        self._closing = False
+        self._closed = False
+
+    @property
+    def waiting(self) -> int:
+        """How many submitted items wait for a write to take them."""
+        return len(self._items)
+
+    async def submit(self, item: T) -> Result:
+        """Hand ``item`` to the next write; return ``Ok(value)`` when committed, else ``Error``.
+
+        Raises:
+            RuntimeError: the group commit is closed.
+        """
+        if self._closing:
+            raise RuntimeError("GroupCommit is closed")
+        loop = asyncio.get_running_loop()
+        if self._wakeup is None:
+            self._wakeup = asyncio.Event()
+            self._writers = [
+                loop.create_task(self._run_writer(), name=f"group-commit-writer-{number}")
+                for number in range(self._concurrency)
+            ]
+        future: asyncio.Future[Result] = loop.create_future()
+        if not self._items:
+            self._first_at = loop.time()
+        self._items.append(item)
+        self._futures.append(future)
+        self._wakeup.set()
+        # Cancelling the caller does not take the item back: it may be written anyway, which
+        # at-least-once delivery allows (the message was not acked and comes again).
+        return await future
+
+    async def flush(self) -> None:
+        """Return once every item submitted so far has been written (or failed)."""
+        pending = [future for future in self._futures if not future.done()]
+        if pending:
+            await asyncio.wait(pending)
+
+    async def aclose(self) -> None:
+        """Write what is waiting, wait for writes in flight, and refuse further items."""
+        if self._closed:
+            return
+        self._closing = True
+        if self._wakeup is not None:
+            self._wakeup.set()
+        if self._writers:
+            await asyncio.gather(*self._writers, return_exceptions=True)
+        self._closed = True
+
+    async def __aenter__(self) -> GroupCommit[T]:
+        """Return itself: ``async with GroupCommit(write) as batch:``."""
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """Close it, writing what waits."""
+        await self.aclose()
+
+    async def _run_writer(self) -> None:
+        """Take batches and write them until closed and nothing waits."""
+        assert self._wakeup is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._items:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            if self._max_delay and not self._closing and len(self._items) < self._max_size:
+                remaining = self._first_at + self._max_delay - loop.time()
+                if remaining > 0:
+                    await self._linger(remaining)
+                    continue
+            batch = self._items[: self._max_size]
+            futures = self._futures[: self._max_size]
+            del self._items[: self._max_size], self._futures[: self._max_size]
+            if self._items:
+                # Those left over have waited since at least now; more writers may take them.
+                self._first_at = loop.time()
+                self._wakeup.set()
+            await self._commit(batch, futures)
+
+    async def _linger(self, seconds: float) -> None:
+        """Wait up to ``seconds`` for the batch to fill (or the group commit to close)."""
+        assert self._wakeup is not None
+        deadline = asyncio.get_running_loop().time() + seconds
+        while len(self._items) < self._max_size and not self._closing:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                async with asyncio.timeout(left):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                return
+
+    async def _commit(self, batch: list[T], futures: list[asyncio.Future[Result]]) -> None:
+        """Write ``batch`` and answer each waiting call."""
+        try:
+            values = await self._write(batch)
+            if values is not None and len(values) != len(batch):
+                raise ValueError(  # noqa: TRY301 - answered below like any failed write
+                    f"the write returned {len(values)} values for {len(batch)} items"
+                )
+        except Exception as exc:  # noqa: BLE001 - every failure is the batch's Error
+            error = Error(exc)
+            for future in futures:
+                if not future.done():
+                    future.set_result(error)
+            return
+        except BaseException:
+            for future in futures:
+                if not future.done():
+                    future.cancel()
+            raise
+        for index, future in enumerate(futures):
+            if future.done():
+                continue
+            value = None if values is None else values[index]
+            future.set_result(value if isinstance(value, Error) else Ok(value))
