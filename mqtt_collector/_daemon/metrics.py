@@ -7,14 +7,80 @@ import logging
 import socket
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
-__all__ = ["Metrics", "MetricsServer"]
+__all__ = ["HotCounter", "Metrics", "MetricsServer"]
+
+
+class _Count:
+    """One series of a HotCounter: a plain number, added to on the event loop's thread only."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1) -> None:
+        """Add ``amount``."""
+        self.value += amount
+
+
+class HotCounter(Collector):
+    """A Prometheus counter for the per-message path: counts in plain numbers, read on scrape.
+
+    prometheus_client's Counter takes a lock on every ``inc()``; these counters are only ever
+    added to on the event loop's thread, so a plain ``+=`` is enough, and the scrape (in the
+    metrics server's thread) reads the numbers, which the GIL keeps whole.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Iterable[str] = (),
+        *,
+        registry: CollectorRegistry,
+    ) -> None:
+        """Register the counter ``name`` (exposed as ``name_total``) in ``registry``."""
+        self._name = name
+        self._documentation = documentation
+        self._labelnames = tuple(labelnames)
+        self._series: dict[tuple[str, ...], _Count] = {}
+        self._unlabelled = _Count()
+        if not self._labelnames:
+            self._series[()] = self._unlabelled
+        registry.register(self)
+
+    def inc(self, amount: float = 1) -> None:
+        """Add ``amount`` to the counter (one without labels)."""
+        self._unlabelled.value += amount
+
+    def labels(self, *values: str) -> _Count:
+        """Return the series for ``values`` (created at 0 the first time)."""
+        series = self._series.get(values)
+        if series is None:
+            if len(values) != len(self._labelnames):
+                raise ValueError(f"{self._name}: expected labels {self._labelnames}, got {values}")
+            series = self._series[values] = _Count()
+        return series
+
+    def describe(self) -> Iterable[CounterMetricFamily]:
+        """The family, without reading the numbers (for the registry's name check)."""
+        return [CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)]
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        """The family with every series' number, as a scrape reads it."""
+        family = CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
+        for values, series in list(self._series.items()):
+            family.add_metric(list(values), series.value)
+        yield family
 
 
 class Metrics:
@@ -22,26 +88,25 @@ class Metrics:
 
     def __init__(self) -> None:
         """Create every metric in a fresh registry."""
-        self._outcome_children: dict[tuple[str, str], Any] = {}
         self.registry = CollectorRegistry()
         r = self.registry
-        self.received = Counter(
+        self.received = HotCounter(
             "mqtt_collector_messages_received", "Messages received from the broker.", registry=r
         )
-        self.rejected = Counter(
+        self.rejected = HotCounter(
             "mqtt_collector_messages_rejected",
             "Messages not sent to collectors, by reason (decode, too_large, unrouted, malformed).",
             ["reason"],
             registry=r,
         )
-        self.outcomes = Counter(
+        self.outcomes = HotCounter(
             "mqtt_collector_deliveries",
             "Deliveries to collectors by outcome"
             " (ok, error, retry, dead_letter, dead_letter_failed).",
             ["collector", "outcome"],
             registry=r,
         )
-        self.acked = Counter(
+        self.acked = HotCounter(
             "mqtt_collector_messages_acked", "QoS 1/2 messages acknowledged.", registry=r
         )
         self.connections = Counter(
@@ -70,13 +135,8 @@ class Metrics:
         )
 
     def outcome(self, collector: str, outcome: str) -> None:
-        """Count one delivery outcome (called for every delivery: the child is cached)."""
-        child = self._outcome_children.get((collector, outcome))
-        if child is None:
-            child = self._outcome_children[collector, outcome] = self.outcomes.labels(
-                collector, outcome
-            )
-        child.inc()
+        """Count one delivery outcome (called for every delivery)."""
+        self.outcomes.labels(collector, outcome).value += 1
 
 
 # Seconds a connection may wait for each read or write: an idle or slow client (or a port

@@ -10,9 +10,7 @@ from typing import TYPE_CHECKING
 from mqtt_collector._demo.timing import Timings, percentile
 
 if TYPE_CHECKING:
-    from prometheus_client import Counter
-
-    from mqtt_collector._daemon.metrics import Metrics
+    from mqtt_collector._daemon.metrics import HotCounter, Metrics
 
 __all__ = ["CollectorLine", "Progress", "Stats"]
 
@@ -20,7 +18,7 @@ _FINAL = ("ok", "error", "dead_letter", "dead_letter_failed")  # "retry" is not 
 _RATE_WINDOW = 2.0  # seconds the live rate is measured over
 
 
-def _samples(counter: Counter) -> list[tuple[dict[str, str], float]]:
+def _samples(counter: HotCounter) -> list[tuple[dict[str, str], float]]:
     return [
         (sample.labels, sample.value)
         for family in counter.collect()
