@@ -252,3 +252,54 @@ async def test_wrong_password_is_a_connect_error(mosquitto: Mosquitto) -> None:
         async with asyncio.timeout(WAIT):
             await transport.connect()
     await transport.disconnect()
+
+
+async def test_acks_due_together_leave_in_one_write_before_the_disconnect(
+    mosquitto: Mosquitto, topic_prefix: str
+) -> None:
+    """Acks settled in one turn go in one write, and a disconnect right after still sends them."""
+    client_id = f"gmqtt-{uuid.uuid4().hex[:8]}"
+    topic = f"{topic_prefix}/t"
+
+    def persistent() -> GmqttTransport:
+        return _transport(mosquitto, client_id=client_id, persistent=True, session_expiry=60)
+
+    transport = persistent()
+    await transport.connect()
+    try:
+        await transport.subscribe([(topic, 1)])
+        messages = transport.messages()
+        with connected_client(mosquitto.port) as publisher:
+            for number in range(20):
+                publisher.publish(topic, str(number).encode(), qos=1)
+            received = [await _next(messages) for _ in range(20)]
+        assert [message.body for message in received] == [str(n).encode() for n in range(20)]
+        reading = transport._current.reading  # type: ignore[union-attr]
+        assert reading is not None
+        writes: list[bytes] = []
+        write = reading.write
+
+        def counting_write(data: bytes | bytearray | memoryview) -> None:
+            writes.append(bytes(data))
+            write(data)
+
+        reading.write = counting_write  # type: ignore[method-assign]
+        for message in received[:10]:
+            transport.ack(message)
+        await asyncio.sleep(0)  # one turn: the write goes out
+        assert len(writes) == 1
+        assert [writes[0][i : i + 4] for i in range(0, 40, 4)] == [
+            b"\x40\x02" + message.mid.to_bytes(2, "big") for message in received[:10]
+        ]
+        for message in received[10:]:
+            transport.ack(message)
+    finally:
+        await transport.disconnect()  # no turn of the loop since the last acks
+    transport = persistent()
+    try:
+        info = await transport.connect()
+        assert info.session_present
+        await transport.subscribe([(topic, 1)])  # the SUBACK follows anything resent
+        assert transport.backlog() == 0
+    finally:
+        await transport.disconnect()

@@ -226,3 +226,18 @@ async def test_disconnect_ends_messages_and_acks_nothing_held() -> None:
             assert broker.pubacks == []
         finally:
             await transport.disconnect()
+
+
+def test_a_changed_private_part_is_fatal_before_connecting() -> None:
+    """A QoS 1 handler in gmqtt with other parameters: IncompatibleClientError, naming it."""
+    import gmqtt  # noqa: PLC0415 - only here
+
+    from mqtt_collector._exceptions import IncompatibleClientError  # noqa: PLC0415
+    from mqtt_collector._mqtt.gmqtt.private import check_client  # noqa: PLC0415
+
+    client = gmqtt.Client("changed")
+    check_client(client)  # as verified: fine
+    handler = client._package_handler
+    handler._handle_qos_1_publish_packet = lambda mid, packet, topic: None
+    with pytest.raises(IncompatibleClientError, match="_handle_qos_1_publish_packet"):
+        check_client(client)

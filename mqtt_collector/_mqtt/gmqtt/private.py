@@ -1,8 +1,12 @@
 """The one place that reaches into gmqtt's private parts, each checked loudly.
 
 gmqtt 0.8 acknowledges after processing through public API (``optimistic_acknowledgement
-=False``: the PUBACK goes when the async ``on_message`` returns). What it has no public
-word for: the asyncio transport of its connection, whose reading the transport pauses
+=False``: the PUBACK goes when the async ``on_message`` returns), but only by running a task
+per message and writing each PUBACK on its own, which costs a third of the time a message
+takes. So the transport takes QoS 1 PUBLISHes from gmqtt's parser itself (``take_qos1``),
+with their packet ids, and writes the PUBACKs that fall due together in one write. What gmqtt
+has no public word for either: the asyncio transport of its connection, whose reading the
+transport pauses
 while the daemon holds as many unacked messages as it may (flow control that does not
 trust the broker to honour Receive Maximum); the time of the last data in, which its
 keepalive check would otherwise take for a dead broker while reading is paused; and the
@@ -15,18 +19,30 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata
+import inspect
 import time
+from collections.abc import Callable
 from typing import Any, cast
 
 import gmqtt
 
 from mqtt_collector._exceptions import IncompatibleClientError
 
-__all__ = ["VERIFIED", "check_client", "downgraded", "mark_alive", "reading_transport"]
+__all__ = [
+    "VERIFIED",
+    "check_client",
+    "downgraded",
+    "mark_alive",
+    "reading_transport",
+    "take_qos1",
+]
 
 # What the reach into private parts was verified with (pyproject.toml pins the extra).
 VERIFIED = "gmqtt 0.7 and 0.8"
 _MQTT_V5 = 5
+# What gmqtt's parser calls for each QoS 1 PUBLISH, and its parameters, as verified.
+_QOS1_HANDLER = "_handle_qos_1_publish_packet"
+_QOS1_PARAMETERS = ["mid", "packet", "print_topic", "properties"]
 
 
 def incompatible(what: str) -> IncompatibleClientError:
@@ -47,6 +63,24 @@ def check_client(client: gmqtt.Client) -> None:
         raise incompatible("gmqtt keeps no '_connection_state.protocol_version'")
     if not hasattr(client, "_connection"):
         raise incompatible("gmqtt keeps no '_connection'")
+    method = getattr(getattr(client, "_package_handler", None), _QOS1_HANDLER, None)
+    if not callable(method) or list(inspect.signature(method).parameters) != _QOS1_PARAMETERS:
+        raise incompatible(
+            f"gmqtt's '_package_handler.{_QOS1_HANDLER}' is not ({', '.join(_QOS1_PARAMETERS)})"
+        )
+
+
+def take_qos1(
+    client: gmqtt.Client, handle: Callable[[int, bytes, str, dict[str, Any]], object]
+) -> None:
+    """Have gmqtt's parser call ``handle(mid, body, topic, properties)`` for QoS 1 PUBLISHes.
+
+    In place of gmqtt's own handling (an ``on_message`` task, and a PUBACK when it returns):
+    the caller sends the PUBACK. ``topic`` is a str, or the raw bytes when not UTF-8;
+    ``properties`` gmqtt's dict (each value a list), with ``dup`` and ``retain`` added.
+    """
+    check_client(client)
+    setattr(client._package_handler, _QOS1_HANDLER, handle)  # noqa: SLF001 - checked above
 
 
 def _connection(client: gmqtt.Client) -> Any:

@@ -1,12 +1,13 @@
 """The gmqtt transport: the only module that talks to gmqtt (with ``private``).
 
 gmqtt reads and parses in one pass per received chunk, with less per message than paho,
-which makes it the faster client. On MQTT 5 it acknowledges after processing through its
-public API: with ``optimistic_acknowledgement=False`` it runs the async ``on_message`` as
-a task per QoS 1/2 message and sends the PUBACK when that task returns. So ``on_message``
-puts the message in the connection's ``AckOrder`` and in the queue ``messages()`` reads,
-and waits for the ledger to send its ack: acks then leave in arrival order. MQTT 3.1.1 has
-no such switch in gmqtt (it acks on receipt): the configuration refuses it with QoS 1/2.
+which makes it the faster client. Each message goes straight from gmqtt's parser into the
+queue ``messages()`` reads, with no task per message: QoS 0 through a plain ``on_message``
+callback, QoS 1 through ``private.take_qos1`` (gmqtt's public way to ack after processing
+runs a task per message and writes each PUBACK on its own). A QoS 1 message joins the
+connection's ``AckOrder`` under its packet id as it arrives; the acks the ledger releases
+in one turn of the event loop leave in one write, in arrival order. The configuration
+refuses MQTT 3.1.1 with QoS 1/2 on this transport (gmqtt acknowledges on receipt there).
 
 Publishing (dead letters, ``ctx.publish``) goes by a second connection of its own, through
 the aiomqtt transport's: gmqtt 0.8 neither returns a publish's packet id nor reads the
@@ -20,6 +21,7 @@ import contextlib
 import logging
 import socket
 import ssl
+import struct
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
@@ -35,6 +37,7 @@ from mqtt_collector._mqtt.gmqtt.private import (
     downgraded,
     mark_alive,
     reading_transport,
+    take_qos1,
 )
 from mqtt_collector._mqtt.keepalive import keepalive_socket_options
 from mqtt_collector._mqtt.tls import TLSOptions
@@ -69,6 +72,7 @@ _DISCONNECT_TIMEOUT = 2.0  # the daemon's stop budget keeps 2 s for the disconne
 _UNSUPPORTED_PROTOCOL = 0x84  # MQTT 5 CONNACK reason code
 _UNSPECIFIED_ERROR = 0x80
 _SUCCESS = 0  # the PUBACK reason code on_message returns
+_PUBACK = 0x4002 << 16  # PUBACK, remaining length 2 (Success, no properties), packet id
 _PROBE_INTERVAL = 0.5  # while paused, the socket is looked at this often
 _PEEK_BYTES = 256  # while paused, the unread bytes peeked at for a DISCONNECT
 _PINGRESP_HEADER = 0xD0
@@ -97,11 +101,9 @@ class _Connection:
         self.client = client
         self.number = number
         self.queue: asyncio.Queue[Inbound | None] = asyncio.Queue()
-        self.waiting: dict[int, asyncio.Future[None]] = {}  # mid: resolved to send its ack
-        self.tasks: set[asyncio.Task[Any]] = set()  # gmqtt's on_message tasks awaiting acks
+        self.acks: list[int] = []  # packet ids whose PUBACKs go in the next write
         self.lost = False
         self.info: ConnectionInfo | None = None  # what connect() returned
-        self.sequence = 0  # the number of the last QoS 1/2 message (for the ledger)
         self.reading: asyncio.Transport | None = None
         self.paused = False
         self.holds = 0
@@ -109,12 +111,16 @@ class _Connection:
         self.subacks: dict[int, asyncio.Future[Sequence[int]]] = {}
         self.unsubacks: dict[int, asyncio.Future[None]] = {}
 
-    def release(self) -> None:
-        """Let every ``on_message`` waiting for an ack return (call once the socket is closed)."""
-        waiting, self.waiting = self.waiting, {}
-        for future in waiting.values():
-            if not future.done():
-                future.set_result(None)
+    def write_acks(self) -> None:
+        """Write the PUBACKs due, in one write (nothing once the connection is lost)."""
+        mids, self.acks = self.acks, []
+        if not mids or self.lost:
+            return
+        reading = self.reading
+        if reading is None:  # acks due before connect() returned (a skipped message)
+            reading = self.reading = reading_transport(self.client)
+        if not reading.is_closing():
+            reading.write(struct.pack(f"!{len(mids)}I", *[_PUBACK | mid for mid in mids]))
 
 
 class GmqttTransport:
@@ -328,42 +334,43 @@ class GmqttTransport:
             if future is not None and not future.done():
                 future.set_result(None)
 
-        async def on_message(
+        def on_message(
             _client: Any,
             topic: str | bytes,
             body: bytes,
             qos: int,
             properties: dict[str, Any],
         ) -> int:
-            return await self._arrived(current, topic, body, qos, properties)
+            # QoS 0 only (QoS 1 comes through take_qos1; the daemon never asks for QoS 2).
+            self._arrived(current, topic, body, qos, 0, properties)
+            return _SUCCESS
+
+        def on_qos1(mid: int, body: bytes, topic: str | bytes, properties: dict[str, Any]) -> None:
+            self._arrived(current, topic, body, 1, mid, properties)
 
         client.on_connect = connected
         client.on_disconnect = disconnected
         client.on_subscribe = subscribed
         client.on_unsubscribe = unsubscribed
         client.on_message = on_message
+        take_qos1(client, on_qos1)
 
-    async def _arrived(
+    def _arrived(  # noqa: PLR0917 - what gmqtt hands over
         self,
         current: _Connection,
         topic: str | bytes,
         body: bytes,
         qos: int,
+        mid: int,
         properties: dict[str, Any],
-    ) -> int:
-        """Take one message (gmqtt's on_message task); return once its ack is due."""
+    ) -> None:
+        """Take one message from gmqtt's parser: in line for its ack, and in the queue."""
         if current.lost or current is not self._current:
-            return _SUCCESS  # its socket is closed: no ack goes out
-        mid = 0
-        future = None
-        if qos:
-            # gmqtt keeps the PUBLISH's packet id to itself (its ack callback has it): the
-            # ledger and ``Inbound.mid`` number the connection's QoS 1/2 messages instead.
-            current.sequence += 1
-            mid = current.sequence
-            future = asyncio.get_running_loop().create_future()
-            current.waiting[mid] = future
-        if isinstance(topic, str) and "+" not in topic and "#" not in topic:
+            return  # its socket is closed: the broker sends it again
+        if qos > 1:
+            # Never asked for: gmqtt gives no packet id here, so it cannot be acked.
+            self._skip(topic, 0, qos, reason="QoS 2 was never asked for")
+        elif isinstance(topic, str) and "+" not in topic and "#" not in topic:
             self._take(
                 current,
                 Inbound(
@@ -378,17 +385,6 @@ class GmqttTransport:
             )
         else:
             self._skip(topic, mid, qos)
-        if future is None:
-            return _SUCCESS
-        task = asyncio.current_task()
-        if task is not None:
-            current.tasks.add(task)
-        try:
-            await future
-        finally:
-            if task is not None:
-                current.tasks.discard(task)
-        return _SUCCESS
 
     def _take(self, current: _Connection, message: Inbound) -> None:
         """Put ``message`` in line for its ack and in the queue; pause reading if full."""
@@ -399,32 +395,33 @@ class GmqttTransport:
         if self._full():
             self._pause(current)
 
-    def _skip(self, topic: str | bytes, mid: int, qos: int) -> None:
+    def _skip(self, topic: str | bytes, mid: int, qos: int, *, reason: str = "") -> None:
         """Log and count a malformed message; it is acked in its turn."""
-        if isinstance(topic, bytes):
-            shown, reason = repr(topic), "the topic is not valid UTF-8"
-        else:
-            shown, reason = topic, "the topic holds a wildcard (+ or #)"
+        shown = repr(topic) if isinstance(topic, bytes) else topic
+        if not reason:
+            reason = (
+                "the topic is not valid UTF-8"
+                if isinstance(topic, bytes)
+                else "the topic holds a wildcard (+ or #)"
+            )
         logger.warning("malformed message skipped", topic=shown, reason=reason, qos=qos)
         if self._on_malformed is not None:
             self._on_malformed()
-        if qos:
+        if qos and mid:  # packet ids start at 1; 0: none to ack with (QoS 2 here)
             self._ledger.skipped(mid, qos)
 
     def _send_ack(self, mid: int, qos: int) -> None:  # noqa: ARG002 - AckOrder's signature
+        """Queue ``mid``'s PUBACK: those due in this turn of the loop leave in one write."""
         current = self._current
-        if current is None:
+        if current is None or current.lost:
             return
-        future = current.waiting.pop(mid, None)
-        if future is not None and not future.done():
-            future.set_result(None)  # gmqtt sends the ack as on_message returns
+        current.acks.append(mid)
+        if len(current.acks) == 1:
+            asyncio.get_running_loop().call_soon(current.write_acks)
 
     def _lost(self, current: _Connection) -> None:
-        if current.lost:
-            return
-        _end(current)
-        # Its socket is closed: letting on_message return sends nothing.
-        current.release()
+        if not current.lost:
+            _end(current)
 
     async def subscribe(self, filters: Sequence[tuple[str, int]]) -> list[int]:
         """Subscribe to every ``(filter, qos)`` in one SUBSCRIBE; return the broker's codes.
@@ -608,11 +605,12 @@ def _end(current: _Connection) -> None:
 
 
 async def _close(current: _Connection | None) -> None:
-    """Disconnect ``current``'s client, close its socket, and let its on_message tasks end."""
+    """Disconnect ``current``'s client (the acks due go first) and close its socket."""
     if current is None:
         return
     if not current.lost:
-        _end(current)  # messages() ends; the acks are released once the socket is closed
+        current.write_acks()  # before the DISCONNECT: the broker must not send them again
+        _end(current)  # messages() ends
     current.client.reconnect_retries = _NO_RECONNECT
     reading = current.reading
     if reading is not None and not reading.is_closing() and not reading.is_reading():
@@ -622,12 +620,6 @@ async def _close(current: _Connection | None) -> None:
         await asyncio.wait_for(current.client.disconnect(), _DISCONNECT_TIMEOUT)
     if reading is not None and not reading.is_closing():
         reading.abort()
-    # The socket is closed: the acks they send now go nowhere (the broker resends).
-    current.release()
-    tasks = list(current.tasks)
-    if tasks:
-        with contextlib.suppress(Exception):
-            await asyncio.wait(tasks, timeout=_DISCONNECT_TIMEOUT)
 
 
 def _broker_ending(reading: asyncio.Transport) -> int | None:  # noqa: PLR0911 - one per case
