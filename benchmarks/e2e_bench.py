@@ -29,7 +29,9 @@ p50/p99 (receipt - the send time the publisher stamps in each body, on the share
 
 Run: ``.venv/bin/python benchmarks/e2e_bench.py [--messages 40000] [--rounds 2] [--qos 1 0]``;
 with uvloop installed elsewhere: ``PYTHONPATH=/path/to/uvloop/site .venv/bin/python ...``.
-Not a test: it prints a Markdown table. Needs ``mosquitto`` and ``mosquitto_sub``.
+Not a test: it prints a Markdown table. With ``E2E_PYSPY=<directory>`` each daemon runs under
+``py-spy record`` (collapsed stacks in that directory; CPU figures then include py-spy's own).
+Needs ``mosquitto`` and ``mosquitto_sub``.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -289,6 +292,10 @@ def _start(sub: Subscriber, case: Case) -> subprocess.Popen[bytes]:
         if sub.client:
             argv = [sys.executable, "-m", "mqtt_collector", "run", "--config"]
             argv.append(str(_daemon_config(sub, case)))
+            if profile := os.environ.get("E2E_PYSPY"):  # a directory: py-spy's collapsed stacks
+                output = Path(profile) / f"{case.run_id}.txt"
+                spy = str(Path(sys.executable).parent / "py-spy")
+                argv = [spy, "record", "-r", "250", "-f", "raw", "-o", str(output), "--", *argv]
             return subprocess.Popen(  # noqa: S603
                 argv, env=_daemon_env(sub), stdin=subprocess.DEVNULL, stdout=log, stderr=log
             )
@@ -369,7 +376,8 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         if process.stdin is not None:
             process.stdin.close()  # a bare subscriber exits when its stdin closes
         else:
-            process.terminate()  # the daemon drains and exits on SIGTERM
+            # the daemon drains and exits on SIGTERM; py-spy writes its profile on SIGINT
+            process.send_signal(signal.SIGINT if os.environ.get("E2E_PYSPY") else signal.SIGTERM)
         try:
             process.wait(30)
         except subprocess.TimeoutExpired:
