@@ -70,9 +70,10 @@ class TestSubscription:
         )
 
     def test_subscription_decode_lists_choices(self, tmp_path: Path) -> None:
-        """An unknown decode lists json, text and bytes."""
+        """An unknown decode lists the built-in decodings and the user decoder's form."""
         assert error(tmp_path, subscribe(decode="xml")) == (
-            "subscriptions[0].decode: must be 'json', 'text' or 'bytes', got 'xml'"
+            "subscriptions[0].decode: must be 'json', 'text', 'bytes', 'msgpack' or a"
+            " decoder's 'package.module:function', got 'xml'"
         )
 
     def test_subscription_filter_is_validated(self, tmp_path: Path) -> None:

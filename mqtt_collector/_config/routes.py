@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import sys
+from collections.abc import Callable
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import (
     BaseModel,
@@ -38,7 +40,17 @@ if TYPE_CHECKING:
 
     from mqtt_collector._core.collector import LifecycleManager, Processor
 
-__all__ = ["CollectorConfig", "DeadLetterConfig", "RetryConfig", "Subscription"]
+__all__ = ["CollectorConfig", "DeadLetterConfig", "Decoder", "RetryConfig", "Subscription"]
+
+Decoder = Callable[[bytes, str], object]
+"""A user's ``decode: package.module:function``: ``decoder(body, topic)`` returns ``data``.
+
+Called synchronously on the receive path, once per message; whatever it raises refuses the
+message (logged, counted, acknowledged).
+"""
+
+# The decodings built in; anything else must name a user decoder.
+_BUILT_IN_DECODES = ("json", "text", "bytes", "msgpack")
 
 
 class Subscription(ConfigModel):
@@ -47,7 +59,8 @@ class Subscription(ConfigModel):
     Attributes:
         filter: the MQTT topic filter as written (``$share/<group>/...`` accepted).
         qos: the QoS subscribed with.
-        decode: how bodies are decoded: ``json``, ``text`` or ``bytes``.
+        decode: how bodies are decoded: ``json``, ``text``, ``bytes``, ``msgpack``, or a user
+            decoder's ``"package.module:function"`` (see ``decoder``).
         topics: the Payload topic templates (``{1}``... captures, ``{topic}`` the MQTT topic).
         priority: the Payload priority; None means ``queue.default_priority``.
         share_group: subscribe as ``$share/<share_group>/<filter>`` when set.
@@ -56,7 +69,7 @@ class Subscription(ConfigModel):
 
     filter: Text
     qos: SubscribeQoS = 1
-    decode: Literal["json", "text", "bytes"] = "json"
+    decode: Text = "json"
     topics: tuple[Text, ...] = Field(default=("{topic}",), min_length=1)
     priority: int | None = None
     share_group: NonEmptyText | None = None
@@ -64,6 +77,7 @@ class Subscription(ConfigModel):
 
     _matcher: TopicFilter = PrivateAttr()
     _templates: tuple[TopicTemplate, ...] = PrivateAttr()
+    _decoder: Decoder | None = PrivateAttr(default=None)
 
     @field_validator("filter")
     @classmethod
@@ -80,9 +94,17 @@ class Subscription(ConfigModel):
 
     @model_validator(mode="after")
     def _compile(self) -> Subscription:
-        """Compile the filter and templates once, so the mapper never parses them again."""
+        """Compile the filter and templates once, so the mapper never parses them again.
+
+        The decoding is checked here too: ``msgpack`` needs its package, and a user decoder
+        is imported once, so ``check`` refuses what would fail on the first message.
+        """
         if self.share_group is not None and self.filter.startswith("$share/"):
             raise LocatedError(("share_group",), "cannot be combined with a $share/ filter")
+        try:
+            self._decoder = _decoder(self.decode)
+        except ValueError as exc:
+            raise LocatedError(("decode",), str(exc)) from None
         self._matcher = TopicFilter(self.filter)
         templates = []
         for index, template in enumerate(self.topics):
@@ -102,6 +124,11 @@ class Subscription(ConfigModel):
     def templates(self) -> tuple[TopicTemplate, ...]:
         """The compiled Payload topic templates, in the order of ``topics``."""
         return self._templates
+
+    @property
+    def decoder(self) -> Decoder | None:
+        """The imported user decoder ``decode`` names; None for a built-in decoding."""
+        return self._decoder
 
     @property
     def mqtt_filter(self) -> str:
@@ -171,6 +198,48 @@ def _is_async_callable(obj: object) -> bool:
     if inspect.iscoroutinefunction(obj):
         return True
     return inspect.iscoroutinefunction(type(obj).__call__)
+
+
+def _decoder(decode: str) -> Decoder | None:
+    """Check ``decode``; return the user decoder it names (imported), or None if built in.
+
+    Raises:
+        ValueError: one line: an unknown word, an import that fails, the ``msgpack`` package
+            missing, or something that cannot be called as ``decoder(body, topic)``.
+    """
+    if decode in _BUILT_IN_DECODES:
+        if decode == "msgpack":
+            try:
+                importlib.import_module("msgpack")
+            except ImportError as exc:
+                raise ValueError(
+                    "msgpack needs the msgpack package, which cannot be imported"
+                    f" ({exc}): pip install 'mqtt-collector[msgpack]'"
+                ) from None
+        return None
+    if ":" not in decode:
+        raise ValueError(
+            "must be 'json', 'text', 'bytes', 'msgpack' or a decoder's"
+            f" 'package.module:function', got {show(decode)}"
+        )
+    found = _resolve(decode)
+    if not callable(found):
+        raise ValueError(f"{decode!r} is not callable")  # noqa: TRY004 - pydantic wants ValueError
+    if _is_async_callable(found):
+        raise ValueError(
+            f"{decode!r} is an async function; a decoder must be a plain function"
+            " (it runs on the receive path, before the message is queued)"
+        )
+    try:
+        signature = inspect.signature(found)
+    except (TypeError, ValueError):
+        # Some built-ins and extension types tell nothing of their parameters: trust them.
+        return found
+    try:
+        signature.bind(b"", "")
+    except TypeError as exc:
+        raise ValueError(f"{decode!r} cannot be called as decoder(body, topic): {exc}") from None
+    return found
 
 
 def _processor(path: object) -> object:

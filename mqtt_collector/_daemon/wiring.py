@@ -100,6 +100,7 @@ def build_routes(config: Config) -> list[Route]:
             matcher=sub.matcher,
             templates=sub.templates,
             decode=sub.decode,
+            decoder=sub.decoder,
             priority=sub.priority,
             max_body_bytes=sub.max_body_bytes,
         )
