@@ -23,8 +23,9 @@ Subscribers (``--skip`` takes these keys):
 Rounds are interleaved and each subscriber keeps its best, since this machine's speed drifts.
 Reported per subscriber and QoS: msg/s, the ratio to ``mosquitto_sub`` in the same run, CPU µs per
 message (utime + stime of the subscriber process, from /proc, between its subscription and its
-Nth message; ``mosquitto_sub`` from wait4, start-up included), peak RSS (VmHWM, or ru_maxrss for
-``mosquitto_sub``) and, in a last pass at a steady ``--latency-rate`` (2,000 msg/s), the latency
+Nth message; ``mosquitto_sub`` from wait4, start-up included), the resident set once subscribed
+(VmRSS) and its peak (VmHWM, or ru_maxrss for ``mosquitto_sub``) and, in a last pass at a steady
+``--latency-rate`` (2,000 msg/s), the latency
 p50/p99 (receipt - the send time the publisher stamps in each body, on the shared wall clock).
 
 Run: ``.venv/bin/python benchmarks/e2e_bench.py [--messages 40000] [--rounds 2] [--qos 1 0]``;
@@ -151,6 +152,7 @@ class Sample:
     rss_mb: float
     publisher_rate: float
     lat: list[float] = field(default_factory=list)
+    idle_mb: float = 0.0  # the resident set once subscribed, before the flood
 
 
 @dataclass
@@ -318,9 +320,10 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime
 
 
-def _peak_rss_mb(pid: int) -> float:
+def _rss_mb(pid: int, field: str = "VmHWM") -> float:
+    """The process's peak (VmHWM) or current (VmRSS) resident set, in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -341,6 +344,7 @@ def measure(sub: Subscriber, case: Case) -> Sample:
     try:
         case.broker.wait_subscribed(f"bench-{case.run_id}", case.filter, process)
         cpu_start = _cpu_seconds(process.pid)
+        idle = 0.0 if sub.key == "mosquitto_sub" else _rss_mb(process.pid, "VmRSS")
         publisher = _publish(case)
         timeout = 60 + case.messages / 1000
         if sub.key == "mosquitto_sub":
@@ -355,7 +359,7 @@ def measure(sub: Subscriber, case: Case) -> Sample:
                 lat = [_line_latency(line) for line in lines]
         else:
             _wait_until(case.result.exists, process, timeout)
-            cpu, rss = _cpu_seconds(process.pid) - cpu_start, _peak_rss_mb(process.pid)
+            cpu, rss = _cpu_seconds(process.pid) - cpu_start, _rss_mb(process.pid)
             found = json.loads(case.result.read_text())
             last, lat = found["last"], found["lat"]
         out, _ = publisher.communicate(timeout=timeout)
@@ -366,6 +370,7 @@ def measure(sub: Subscriber, case: Case) -> Sample:
         rate=case.messages / (last - sent["first"]),
         cpu_us=cpu / case.messages * 1e6,
         rss_mb=rss,
+        idle_mb=idle,
         publisher_rate=case.messages / (sent["broker_done"] - sent["first"]),
         lat=lat,
     )
@@ -394,6 +399,7 @@ class Best:
 
     flood: dict[int, Sample] = field(default_factory=dict)
     rss_mb: float = 0.0
+    idle_mb: float = 0.0
     latency: dict[int, list[float]] = field(default_factory=dict)
     failed: list[str] = field(default_factory=list)
 
@@ -423,7 +429,7 @@ def print_table(subs: list[Subscriber], results: dict[str, Best], qoses: list[in
     header = ["subscriber"]
     for qos in qoses:
         header += [f"QoS {qos} msg/s", "ratio", "CPU µs/msg"]
-    header += ["peak RSS", *(f"QoS {qos} latency p50 / p99 ms" for qos in qoses)]
+    header += ["RSS subscribed → peak", *(f"QoS {qos} latency p50 / p99 ms" for qos in qoses)]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     reference = results.get("mosquitto_sub", Best()).flood
@@ -432,7 +438,8 @@ def print_table(subs: list[Subscriber], results: dict[str, Best], qoses: list[in
         row = [sub.label]
         for qos in qoses:
             row += _fmt_flood(best, qos, reference.get(qos))
-        row.append(f"{best.rss_mb:.0f} MB" if best.rss_mb else "-")
+        idle = f"{best.idle_mb:.0f} → " if best.idle_mb else ""
+        row.append(f"{idle}{best.rss_mb:.0f} MB" if best.rss_mb else "-")
         row += [_fmt_latency(best, qos) for qos in qoses]
         print("| " + " | ".join(row) + " |")
 
@@ -487,6 +494,7 @@ def run_passes(
                 continue
             print(f"{what}: {_summary(sample, rate)}", file=sys.stderr, flush=True)
             best.rss_mb = max(best.rss_mb, sample.rss_mb)
+            best.idle_mb = max(best.idle_mb, sample.idle_mb)
             if rate:
                 best.latency[qos] = sample.lat
             elif qos not in best.flood or sample.rate > best.flood[qos].rate:
