@@ -77,12 +77,14 @@ class Published:
         body: the body bytes.
         qos: the QoS it was published with.
         user_properties: its MQTT 5 user properties, in order (empty on 3.1.1).
+        retain: whether it was published as a retained message.
     """
 
     topic: str
     body: bytes
     qos: int
     user_properties: tuple[tuple[str, str], ...] = ()
+    retain: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -259,12 +261,13 @@ class MemoryTransport:
         body: bytes,
         *,
         qos: int,
+        retain: bool = False,
         user_properties: Sequence[tuple[str, str]] = (),
     ) -> None:
         """Record the publish, or raise ``refuse``."""
         if self.refuse is not None:
             raise self.refuse
-        self.published.append(Published(topic, body, qos, tuple(user_properties)))
+        self.published.append(Published(topic, body, qos, tuple(user_properties), retain))
 
     async def disconnect(self) -> None:
         """Close the connection; what it had not acked stays in the session."""

@@ -76,7 +76,13 @@ class _Unreachable:
         return False
 
     async def publish(
-        self, topic: str, body: bytes, *, qos: int, user_properties: Sequence[tuple[str, str]] = ()
+        self,
+        topic: str,
+        body: bytes,
+        *,
+        qos: int,
+        retain: bool = False,
+        user_properties: Sequence[tuple[str, str]] = (),
     ) -> None:
         raise TransportError("nobody there")
 

@@ -816,9 +816,12 @@ class Daemon:
         body: bytes,
         *,
         qos: int,
+        retain: bool = False,
         user_properties: list[tuple[str, str]] | None = None,
     ) -> None:
-        await self.transport.publish(topic, body, qos=qos, user_properties=user_properties or ())
+        await self.transport.publish(
+            topic, body, qos=qos, retain=retain, user_properties=user_properties or ()
+        )
 
 
 # Seconds a reload may take to change the subscriptions on the current connection.

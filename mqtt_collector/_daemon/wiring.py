@@ -152,15 +152,15 @@ def build_collectors(
 def collector_publish(publish: Publish) -> Publish:
     """Return ``ctx.publish``: a collector's way to publish through the daemon's connection.
 
-    ``await ctx.publish(topic, body, *, qos=1, user_properties=())`` publishes ``body``
-    (bytes) to ``topic`` on the daemon's publishing connection (the one dead letters take)
-    and returns once the broker has acknowledged it at QoS 1. It raises what the transport
-    raises (TransportError; PublishRefusedError when an MQTT 5 PUBACK refuses it), so a
-    processor that lets it propagate returns an Error, handled by the collector's error
-    policy (retry, dead letter) like any other: with QoS 1 the message in hand is not
-    acknowledged before what it led to is published. QoS 2 is refused, as everywhere in
-    the daemon. On MQTT 3.1.1, which has no properties, a publish with ``user_properties``
-    goes as the JSON envelope dead letters use.
+    ``await ctx.publish(topic, body, *, qos=1, retain=False, user_properties=())`` publishes
+    ``body`` (bytes) to ``topic`` on the daemon's publishing connection (the one dead letters
+    take), as a retained message if ``retain``, and returns once the broker has acknowledged
+    it at QoS 1. It raises what the transport raises (TransportError; PublishRefusedError
+    when an MQTT 5 PUBACK refuses it), so a processor that lets it propagate returns an
+    Error, handled by the collector's error policy (retry, dead letter) like any other: with
+    QoS 1 the message in hand is not acknowledged before what it led to is published. QoS 2
+    is refused, as everywhere in the daemon. On MQTT 3.1.1, which has no properties, a
+    publish with ``user_properties`` goes as the JSON envelope dead letters use.
     """
 
     async def publish_message(
@@ -168,6 +168,7 @@ def collector_publish(publish: Publish) -> Publish:
         body: bytes,
         *,
         qos: int = 1,
+        retain: bool = False,
         user_properties: Iterable[tuple[str, str]] = (),
     ) -> None:
         if not isinstance(body, bytes | bytearray):
@@ -175,7 +176,7 @@ def collector_publish(publish: Publish) -> Publish:
         if qos not in (0, 1):
             raise ValueError(f"ctx.publish: qos must be 0 or 1, got {qos!r}")
         properties = [(name, value) for name, value in user_properties]
-        await publish(topic, bytes(body), qos=qos, user_properties=properties)
+        await publish(topic, bytes(body), qos=qos, retain=bool(retain), user_properties=properties)
 
     return publish_message
 

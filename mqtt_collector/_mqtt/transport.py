@@ -161,9 +161,10 @@ class Transport(Protocol):
         body: bytes,
         *,
         qos: int,
+        retain: bool = False,
         user_properties: Sequence[tuple[str, str]] = (),
     ) -> None:
-        """Publish a message, waiting for the broker's ack at QoS 1/2.
+        """Publish a message (the broker keeps it if ``retain``), waiting for its ack at QoS 1/2.
 
         ``user_properties`` travel as MQTT 5 user properties; on 3.1.1, which has none, the
         message goes as the JSON envelope of ``mqtt_collector._mqtt.envelope``.

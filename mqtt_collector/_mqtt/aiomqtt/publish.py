@@ -79,18 +79,24 @@ class PublishConnection:
         self._lock = asyncio.Lock()
 
     async def publish(
-        self, topic: str, body: bytes, *, qos: int, properties: Properties | None = None
+        self,
+        topic: str,
+        body: bytes,
+        *,
+        qos: int,
+        retain: bool = False,
+        properties: Properties | None = None,
     ) -> ReasonCode | None:
-        """Publish; return the broker's PUBACK/PUBCOMP reason code (None for QoS 0).
+        """Publish (retained if ``retain``); return the PUBACK/PUBCOMP reason code (None: QoS 0).
 
         Raises TransportError if it cannot be sent or no ack comes within the timeout.
         """
         link = await self._connected()
-        info = link.paho.publish(topic, body, qos, properties=properties)
+        info = link.paho.publish(topic, body, qos, retain, properties=properties)
         if info.rc == paho.MQTT_ERR_NO_CONN:
             # Lost before anything went out: once more, on a new connection.
             link = await self._connected(stale=link)
-            info = link.paho.publish(topic, body, qos, properties=properties)
+            info = link.paho.publish(topic, body, qos, retain, properties=properties)
         if info.rc != paho.MQTT_ERR_SUCCESS:
             raise TransportError(f"publish to {topic!r} failed: {paho.error_string(info.rc)}")
         if qos == 0:

@@ -389,6 +389,7 @@ class AiomqttTransport:
         body: bytes,
         *,
         qos: int,
+        retain: bool = False,
         user_properties: Sequence[tuple[str, str]] = (),
     ) -> None:
         """Publish on the publishing connection, with user properties (3.1.1: an envelope).
@@ -408,7 +409,9 @@ class AiomqttTransport:
             properties.UserProperty = list(user_properties)
         elif user_properties:
             body = envelope(body, user_properties)
-        reason = await self._publisher.publish(topic, body, qos=qos, properties=properties)
+        reason = await self._publisher.publish(
+            topic, body, qos=qos, retain=retain, properties=properties
+        )
         if reason is not None and reason.is_failure:
             raise PublishRefusedError(topic, reason.getName(), int(reason.value))
 

@@ -568,6 +568,7 @@ class GmqttTransport:
         body: bytes,
         *,
         qos: int,
+        retain: bool = False,
         user_properties: Sequence[tuple[str, str]] = (),
     ) -> None:
         """Publish on the publishing connection (``<client_id>-publish``, a clean session).
@@ -575,7 +576,9 @@ class GmqttTransport:
         Raises PublishRefusedError when the broker's PUBACK carries a failure reason code
         (0x87 Not authorized, say), TransportError when it cannot be sent or acknowledged.
         """
-        await self._publisher.publish(topic, body, qos=qos, user_properties=user_properties)
+        await self._publisher.publish(
+            topic, body, qos=qos, retain=retain, user_properties=user_properties
+        )
 
     async def disconnect(self) -> None:
         """Disconnect both connections cleanly (bounded in time); never raises."""
