@@ -240,6 +240,10 @@ def configure_logging(
     root.setLevel(numeric)
     # paho logs every packet at debug through aiomqtt's "mqtt" logger: keep it one notch up.
     logging.getLogger("mqtt").setLevel(max(numeric, logging.INFO))
+    # httpx (the http collector) logs every request at info with its full URL, whose query may
+    # hold a key, and httpcore every step at debug: warnings and up only.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
 
 
 def _summary_writer(handler: logging.Handler) -> Callable[[str, str, dict[str, Any]], None]:
