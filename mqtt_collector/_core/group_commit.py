@@ -85,6 +85,14 @@ class GroupCommit(Generic[T]):
         self._items: list[T] = []
         self._futures: list[asyncio.Future[Result]] = []
         self._first_at = 0.0
+        # Items are numbered in submit order; batches take them in that order, so "every item
+        # before n is answered" is tracked per batch (for flush), whatever order writes end in.
+        self._submitted = 0
+        self._taken = 0
+        self._answered = 0
+        self._answered_ahead: dict[int, int] = {}
+        self._hurry_until = 0
+        self._flushes: list[tuple[int, asyncio.Future[None]]] = []
         self._wakeup: asyncio.Event | None = None
         self._writers: list[asyncio.Task[None]] = []
         self._closing = False
@@ -115,16 +123,27 @@ class GroupCommit(Generic[T]):
             self._first_at = loop.time()
         self._items.append(item)
         self._futures.append(future)
+        self._submitted += 1
         self._wakeup.set()
         # Cancelling the caller does not take the item back: it may be written anyway, which
         # at-least-once delivery allows (the message was not acked and comes again).
         return await future
 
     async def flush(self) -> None:
-        """Return once every item submitted so far has been written (or failed)."""
-        pending = [future for future in self._futures if not future.done()]
-        if pending:
-            await asyncio.wait(pending)
+        """Return once every item submitted so far is written or failed; write what waits now.
+
+        Items of cancelled callers count too. Waiting items are written without lingering
+        for ``max_delay``.
+        """
+        target = self._submitted
+        if self._answered >= target:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._flushes.append((target, future))
+        self._hurry_until = max(self._hurry_until, target)
+        if self._wakeup is not None:
+            self._wakeup.set()
+        await future
 
     async def aclose(self) -> None:
         """Write what is waiting, wait for writes in flight, and refuse further items."""
@@ -156,7 +175,7 @@ class GroupCommit(Generic[T]):
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            if self._max_delay and not self._closing and len(self._items) < self._max_size:
+            if self._max_delay and not self._hurried() and len(self._items) < self._max_size:
                 remaining = self._first_at + self._max_delay - loop.time()
                 if remaining > 0:
                     await self._linger(remaining)
@@ -164,17 +183,40 @@ class GroupCommit(Generic[T]):
             batch = self._items[: self._max_size]
             futures = self._futures[: self._max_size]
             del self._items[: self._max_size], self._futures[: self._max_size]
+            start = self._taken
+            self._taken += len(batch)
             if self._items:
-                # Those left over have waited since at least now; more writers may take them.
-                self._first_at = loop.time()
+                # Those left over keep _first_at: they came after the first of the batch just
+                # cut, so its deadline is not later than theirs. More writers may take them.
                 self._wakeup.set()
-            await self._commit(batch, futures)
+            try:
+                await self._commit(batch, futures)
+            finally:
+                self._mark_answered(start, start + len(batch))
+
+    def _hurried(self) -> bool:
+        """Whether waiting items must be written without lingering (closing, or a flush)."""
+        return self._closing or self._taken < self._hurry_until
+
+    def _mark_answered(self, start: int, end: int) -> None:
+        """Record that items ``start`` to ``end`` are answered; end the flushes that covers."""
+        self._answered_ahead[start] = end
+        while self._answered in self._answered_ahead:
+            self._answered = self._answered_ahead.pop(self._answered)
+        if self._flushes and self._flushes[0][0] <= self._answered:
+            waiting = []
+            for target, future in self._flushes:
+                if target > self._answered:
+                    waiting.append((target, future))
+                elif not future.done():
+                    future.set_result(None)
+            self._flushes = waiting
 
     async def _linger(self, seconds: float) -> None:
         """Wait up to ``seconds`` for the batch to fill (or the group commit to close)."""
         assert self._wakeup is not None
         deadline = asyncio.get_running_loop().time() + seconds
-        while len(self._items) < self._max_size and not self._closing:
+        while len(self._items) < self._max_size and not self._hurried():
             left = deadline - asyncio.get_running_loop().time()
             if left <= 0:
                 return
@@ -194,18 +236,27 @@ class GroupCommit(Generic[T]):
                     f"the write returned {len(values)} values for {len(batch)} items"
                 )
         except Exception as exc:  # noqa: BLE001 - every failure is the batch's Error
-            error = Error(exc)
-            for future in futures:
-                if not future.done():
-                    future.set_result(error)
+            self._answer_all(futures, Error(exc))
             return
-        except BaseException:
+        except BaseException as exc:
+            task = asyncio.current_task()
+            if isinstance(exc, asyncio.CancelledError) and not (task and task.cancelling()):
+                # The write's own cancellation (a driver's timeout), not the writer's: a failure.
+                self._answer_all(futures, Error(exc))
+                return
+            # The writer itself is cancelled (the loop is closing), or the process is exiting.
             for future in futures:
-                if not future.done():
-                    future.cancel()
+                future.cancel()
             raise
         for index, future in enumerate(futures):
             if future.done():
                 continue
             value = None if values is None else values[index]
             future.set_result(value if isinstance(value, Error) else Ok(value))
+
+    @staticmethod
+    def _answer_all(futures: list[asyncio.Future[Result]], error: Error) -> None:
+        """Answer every caller still waiting with ``error``."""
+        for future in futures:
+            if not future.done():
+                future.set_result(error)
