@@ -22,7 +22,7 @@ class Context(SimpleNamespace):
 
     The daemon sets ``ctx.key`` (the collector key), ``ctx.options`` (the YAML
     ``options:``: an instance of the collector's declared ``Options`` model, or the read-only
-    mapping) and ``ctx.publish`` (an async ``publish(topic, body, *, qos=1,
+    mapping) and ``ctx.publish`` (an async ``publish(topic, body, *, qos=1, retain=False,
     user_properties=())`` on the daemon's MQTT connection) before the lifecycle runs.
     """
 

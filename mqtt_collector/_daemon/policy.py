@@ -26,7 +26,7 @@ __all__ = ["DeadLetter", "GuardedCollector", "Policy", "UnacknowledgedError"]
 logger = structlog.get_logger("mqtt_collector.policy")
 
 Publish = Callable[..., Awaitable[None]]
-"""``publish(topic, body, *, qos, user_properties)``, the daemon's transport publish."""
+"""``publish(topic, body, *, qos, retain, user_properties)``, the daemon's transport publish."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

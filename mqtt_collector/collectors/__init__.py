@@ -26,7 +26,17 @@ The modules, each documenting its options:
 
 - :mod:`mqtt_collector.collectors.log`: one structured log line per message.
 - :mod:`mqtt_collector.collectors.jsonl`: one JSON object per line, appended to a file.
-- :mod:`mqtt_collector.collectors.sqlite`: one row per message in a SQLite table.
+- :mod:`mqtt_collector.collectors.sqlite`: rows in a SQLite table, a transaction per batch.
+- :mod:`mqtt_collector.collectors.postgres`: rows in a PostgreSQL table, written with COPY in a
+  transaction per batch (the ``postgres`` extra).
+- :mod:`mqtt_collector.collectors.http`: batches POSTed to a URL as a JSON array or NDJSON (the
+  ``http`` extra).
+- :mod:`mqtt_collector.collectors.republish`: each message published again to a topic built from
+  its captures, through the daemon's own connection.
+
+The batching ones (sqlite, postgres, http) hand each message to a
+:class:`~mqtt_collector.GroupCommit`: a call returns once the batch holding its message is
+committed, so with QoS 1 a message is acknowledged only after that.
 """
 
 from __future__ import annotations
