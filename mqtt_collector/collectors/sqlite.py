@@ -14,13 +14,25 @@ not block the writer), creates the table if it is missing, and closes the databa
 
 ``payload`` is the raw body; ``data`` the decoded body as JSON text (NULL for a ``bytes`` body or a
 value JSON cannot represent); ``retain`` is 0 or 1; ``received_at`` is Unix time. The processor
-returns ``Ok(id)`` of the new row.
+returns ``Ok(id)`` of the message's own row.
 
-Correctness first: every message is committed in its own transaction (``synchronous=FULL``)
-before the processor returns, so with QoS 1 a message is acknowledged only once it is on disk.
-That costs a disk sync per message; use it for modest rates, or write your own batching
-collector. SQLite calls run in one thread owned by the lifecycle, off the event loop, so the
-connection is only ever used from that thread and writes are serialised there.
+Messages are written in batches, with :class:`mqtt_collector.GroupCommit`: concurrent processor
+calls join one transaction, committed with ``synchronous=FULL``, and each call returns only once
+the transaction holding its row is committed, so with QoS 1 a message is acknowledged only after
+its row is on disk. One disk sync then serves a whole batch instead of one message. A batch that
+cannot be committed (the table gone, the disk full) is an ``Error`` for each of its messages,
+which the collector's ``retry`` policy and ``dead_letter`` then handle one by one; a row the
+table refuses (a ``CHECK`` or ``UNIQUE`` constraint) is an ``Error`` for its own message only,
+the others are committed. An idle collector writes each message at once; under load, the
+messages arriving while a transaction commits go together in the next one. A batch holds at most
+``batch_size`` rows and at most as many as there are messages waiting, which is at most
+``queue.max_consumers`` (each waiting message holds a consumer; 64 by default): raise that too
+(e.g. to 512) for batches of hundreds of rows. At exit the lifecycle writes what waits before it
+closes the database. SQLite calls run in one thread owned by the lifecycle, off the event loop,
+so the connection is only ever used from that thread and writes are serialised there. Each row's
+id comes from its own ``INSERT ... RETURNING id``, which needs SQLite 3.35 or later (the one
+Python links to: ``python -c "import sqlite3; print(sqlite3.sqlite_version)"``); an older one
+is refused at start.
 
 Options:
     path: the database file (required); its directory must exist, the file is created if it does
@@ -28,6 +40,9 @@ Options:
     table: the table to write to. Default ``messages``. Must be an SQL identifier (letters,
         digits and underscores, not starting with a digit or ``sqlite_``). An existing table is
         used as it is, but must have the columns above.
+    batch_size: the most rows one transaction writes; 1 commits each message alone. Default 500.
+    batch_delay: seconds a batch may wait for more rows after its first arrives (never longer);
+        0 (default) writes at once whenever the previous transaction is done.
 """
 
 from __future__ import annotations
@@ -35,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import re
 import sqlite3
 from collections.abc import AsyncIterator
@@ -45,7 +61,7 @@ from typing import Annotated, Any
 
 from pydantic import PlainValidator
 
-from mqtt_collector import ConfigError, Context, Error, Message, Ok, Payload, Result
+from mqtt_collector import ConfigError, Context, Error, GroupCommit, Message, Payload, Result
 from mqtt_collector.collectors import _option_error, _Options, _read_options, _String, _string
 
 __all__ = ["Options", "open_database", "write"]
@@ -56,7 +72,10 @@ _SCHEMA = (
     "id INTEGER PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL, data TEXT,"
     " qos INTEGER NOT NULL, retain INTEGER NOT NULL, received_at REAL NOT NULL"
 )
+_RETURNING = (3, 35, 0)  # the first SQLite with INSERT ... RETURNING
 _Row = tuple[str, bytes, str | None, int, int, float]
+_RowId = int | Error | None
+"""What a row of a batch became: its id, the Error refusing it, or None if the table ignored it."""
 
 
 def _table(value: object) -> str:
@@ -69,31 +88,86 @@ def _table(value: object) -> str:
     return table
 
 
+def _batch_size(value: object) -> int:
+    """Check the ``batch_size`` option: an integer >= 1 (not a boolean)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"must be an integer >= 1, got {value!r}")
+    return value
+
+
+def _batch_delay(value: object) -> float:
+    """Check the ``batch_delay`` option: a finite number of seconds >= 0 (not a boolean)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ValueError(f"must be a number of seconds >= 0, got {value!r}")
+    return float(value)
+
+
 class Options(_Options):
     """The sqlite collector's options, as described in the module docstring."""
 
     path: _String
     table: Annotated[str, PlainValidator(_table)] = "messages"
+    batch_size: Annotated[int, PlainValidator(_batch_size)] = 500
+    batch_delay: Annotated[float, PlainValidator(_batch_delay)] = 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Database:
-    """One sqlite collector's connection and the thread it lives in, kept as ``ctx.sqlite``."""
+    """One sqlite collector's connection and the thread it lives in."""
 
     executor: ThreadPoolExecutor
     connection: sqlite3.Connection
     insert: str
 
-    def insert_row(self, row: _Row) -> int:
-        """Insert and commit ``row``, returning its id; runs in the executor's thread."""
+    async def write_batch(self, rows: list[_Row]) -> list[_RowId]:
+        """Insert ``rows`` in one transaction, in the database's thread; see ``insert_rows``."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, self.insert_rows, rows)
+
+    def insert_rows(self, rows: list[_Row]) -> list[_RowId]:
+        """Insert ``rows`` and commit them as one transaction; runs in the executor's thread.
+
+        Returns each row's id, in order: None for a row the table's own ``ON CONFLICT IGNORE``
+        skipped, an Error for a row it refused (its statement alone is undone, so the rest are
+        committed). Raises, with nothing committed, when the transaction as a whole fails.
+        """
+        refused: dict[int, Error] = {}
         try:
-            cursor = self.connection.execute(self.insert, row)
-            self.connection.commit()
-        except sqlite3.Error:
+            while True:
+                ids = self._insert(rows, refused)
+                if ids is not None:
+                    self.connection.commit()
+                    return ids
+        except BaseException:
             self.connection.rollback()
             raise
-        # lastrowid is only None when no row was inserted, which a successful INSERT rules out.
-        return cursor.lastrowid or 0
+
+    def _insert(self, rows: list[_Row], refused: dict[int, Error]) -> list[_RowId] | None:
+        """Insert the rows not yet ``refused``; None if a refusal undid the transaction so far."""
+        ids: list[_RowId] = []
+        for index, row in enumerate(rows):
+            if index in refused:
+                ids.append(refused[index])
+                continue
+            try:
+                # One statement per row: its RETURNING is that row's id, whatever the order
+                # SQLite returns the rows of a multi-row INSERT in (which it does not promise).
+                returned = self.connection.execute(self.insert, row).fetchall()
+            except (sqlite3.IntegrityError, sqlite3.DataError) as exc:
+                refused[index] = Error(exc)
+                ids.append(refused[index])
+                if not self.connection.in_transaction:
+                    # The table's ON CONFLICT ROLLBACK (or a trigger's RAISE(ROLLBACK)) undid
+                    # the rows before this one too: write them again, without those refused.
+                    return None
+                continue
+            ids.append(returned[0][0] if returned else None)
+        return ids
 
 
 def _json_or_none(data: Any) -> str | None:
@@ -107,9 +181,9 @@ def _json_or_none(data: Any) -> str | None:
 
 
 async def write(payload: Payload[Message], ctx: Context) -> Result:
-    """Insert and commit the message in ``payload.value``; ``Ok(row id)`` or ``Error(exc)``."""
-    database: _Database | None = getattr(ctx, "sqlite", None)
-    if database is None:
+    """Insert the message in ``payload.value``; ``Ok(row id)`` once committed, else ``Error``."""
+    batch: GroupCommit[_Row] | None = getattr(ctx, "sqlite", None)
+    if batch is None:
         return Error(
             ConfigError(
                 f"collector {getattr(ctx, 'key', '<unnamed>')!r}: sqlite:write needs"
@@ -125,12 +199,7 @@ async def write(payload: Payload[Message], ctx: Context) -> Result:
         int(message.retain),
         message.received_at,
     )
-    loop = asyncio.get_running_loop()
-    try:
-        row_id = await loop.run_in_executor(database.executor, database.insert_row, row)
-    except sqlite3.Error as exc:
-        return Error(exc)
-    return Ok(row_id)
+    return await batch.submit(row)
 
 
 def _connect(path: str, table: str) -> tuple[sqlite3.Connection, list[str]]:
@@ -150,8 +219,17 @@ def _connect(path: str, table: str) -> tuple[sqlite3.Connection, list[str]]:
 
 @contextlib.asynccontextmanager
 async def open_database(ctx: Context) -> AsyncIterator[None]:
-    """Open the database of the options as ``ctx.sqlite``, and close it at exit."""
+    """Open the database of the options, writing through ``ctx.sqlite``; close it at exit.
+
+    ``ctx.sqlite`` is the collector's GroupCommit; at exit it writes what waits, then the
+    database is closed.
+    """
     options = _read_options(ctx, Options)
+    if sqlite3.sqlite_version_info < _RETURNING:
+        raise ConfigError(
+            f"collector {getattr(ctx, 'key', '<unnamed>')!r}: the sqlite collector needs"
+            f" SQLite >= 3.35 (INSERT ... RETURNING); Python's sqlite3 has {sqlite3.sqlite_version}"
+        )
     path, table = options.path, options.table
     if path != ":memory:" and not Path(path).parent.is_dir():
         raise _option_error(ctx, "path", f"directory '{Path(path).parent}' does not exist")
@@ -168,16 +246,19 @@ async def open_database(ctx: Context) -> AsyncIterator[None]:
                 raise _option_error(
                     ctx, "table", f"existing table {table!r} lacks columns {', '.join(missing)}"
                 )
-            ctx.sqlite = _Database(
+            database = _Database(
                 executor=executor,
                 connection=connection,
                 # Options checked `table` is a plain identifier, so formatting it in is safe.
                 insert=(
                     f'INSERT INTO "{table}" (topic, payload, data, qos, retain, received_at)'  # noqa: S608
-                    " VALUES (?, ?, ?, ?, ?, ?)"
+                    " VALUES (?, ?, ?, ?, ?, ?) RETURNING id"
                 ),
             )
-            yield
+            async with GroupCommit(
+                database.write_batch, max_size=options.batch_size, max_delay=options.batch_delay
+            ) as ctx.sqlite:
+                yield
         finally:
             # Closed in its own thread: a sqlite3 connection refuses use from any other.
             await loop.run_in_executor(executor, connection.close)
