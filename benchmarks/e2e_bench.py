@@ -19,6 +19,11 @@ Subscribers (``--skip`` takes these keys):
   ``daemon-aiomqtt-asyncio`` / ``daemon-gmqtt-asyncio`` run the same with
   ``MQTT_COLLECTOR_UVLOOP=0`` (asyncio's own loop). A transport the config refuses (``check``
   fails) is left out with a note.
+- ``daemon-sqlite`` / ``daemon-postgres``: the aiomqtt daemon writing each message with the
+  built-in sqlite or postgres collector (a fresh file or table per run, ``queue.max_consumers:
+  512`` so that batches can grow) and counting it once its batch is committed. The postgres row
+  needs psycopg and the database at ``POSTGRES_DSN`` (default
+  ``postgresql://127.0.0.1:5432/test``); its tables are dropped at the end.
 
 Rounds are interleaved and each subscriber keeps its best, since this machine's speed drifts.
 Reported per subscriber and QoS: msg/s, the ratio to ``mosquitto_sub`` in the same run, CPU µs per
@@ -58,6 +63,8 @@ if TYPE_CHECKING:
 
 HERE = Path(__file__).resolve().parent
 CLIENTS = HERE / "e2e_clients.py"
+POSTGRES_DSN = os.environ.get("POSTGRES_DSN", "postgresql://127.0.0.1:5432/test")
+SINK_CONSUMERS = 512  # queue.max_consumers for the sink rows: batches of up to that many
 _POLL = 0.005  # seconds between looks at a result file: no event to await across processes
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -141,6 +148,7 @@ class Subscriber:
     label: str
     client: str = ""  # the daemon's broker.client; "" for a bare subscriber
     uvloop: bool = True  # the daemon: False sets MQTT_COLLECTOR_UVLOOP=0
+    sink: str = ""  # the daemon: a built-in sink written to before counting (sqlite, postgres)
 
 
 @dataclass
@@ -205,6 +213,12 @@ def _subscribers(skip: set[str]) -> tuple[list[Subscriber], list[str]]:
                     uvloop=False,
                 )
             )
+    for sink in ("sqlite", "postgres"):
+        label = f"the daemon, aiomqtt transport, {loop}, {sink} collector"
+        subs.append(Subscriber(f"daemon-{sink}", label, "aiomqtt", sink=sink))
+    if (why := _postgres_missing()) is not None:
+        skip = skip | {"daemon-postgres"}
+        notes.append(f"no postgres row: {why}")
     if not have_uvloop:
         notes.append("uvloop is not installed: the daemon ran on asyncio's loop only")
     if importlib.util.find_spec("gmqtt") is None:
@@ -213,9 +227,54 @@ def _subscribers(skip: set[str]) -> tuple[list[Subscriber], list[str]]:
     return [sub for sub in subs if sub.key not in skip], notes
 
 
+def _postgres_missing() -> str | None:
+    """Why the postgres row cannot run (no psycopg, no database at POSTGRES_DSN), or None."""
+    try:
+        import psycopg  # noqa: PLC0415 - optional
+    except ImportError:
+        return "psycopg is not installed (the postgres extra)"
+    try:
+        psycopg.connect(POSTGRES_DSN, connect_timeout=3).close()
+    except psycopg.Error as exc:
+        return f"{POSTGRES_DSN} cannot be reached: {str(exc).strip().splitlines()[0]}"
+    return None
+
+
+def _sink_options(sub: Subscriber, case: Case) -> dict[str, object]:
+    """The built-in sink's options: a fresh SQLite file, or a fresh PostgreSQL table."""
+    table = "e2e_" + "".join(c if c.isalnum() else "_" for c in case.run_id)
+    if sub.sink == "sqlite":
+        return {"path": str(case.directory / f"{case.run_id}.db"), "table": "readings"}
+    return {"dsn": POSTGRES_DSN, "table": table}
+
+
+def _drop_postgres_tables(directory: Path) -> None:
+    """Drop the tables the postgres rows made (named after the runs' files)."""
+    if _postgres_missing() is not None:
+        return
+    import psycopg  # noqa: PLC0415 - optional
+    from psycopg import sql  # noqa: PLC0415
+
+    with psycopg.connect(POSTGRES_DSN, autocommit=True) as connection:
+        for config in directory.glob("*.yaml"):
+            table = "e2e_" + "".join(c if c.isalnum() else "_" for c in config.stem)
+            connection.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
+
+
 def _daemon_config(sub: Subscriber, case: Case) -> Path:
     config = case.directory / f"{case.run_id}.yaml"
-    options = {"target": case.messages, "result": str(case.result), "latency": case.rate > 0}
+    options: dict[str, object] = {
+        "target": case.messages,
+        "result": str(case.result),
+        "latency": case.rate > 0,
+    }
+    collector = 'processor: "e2e_counter:count"'
+    queue = ""
+    if sub.sink:
+        options |= {"sink": sub.sink, "sink_options": _sink_options(sub, case)}
+        collector = 'processor: "e2e_counter:sink"\n    lifecycle: "e2e_counter:sink_lifecycle"'
+        # A batch is at most as long as there are consumers waiting on it (GroupCommit).
+        queue = f"queue: {{max_consumers: {SINK_CONSUMERS}}}\n"
     config.write_text(
         f"""\
 broker:
@@ -229,10 +288,10 @@ subscriptions:
   - {{filter: "{case.filter}", qos: {case.qos}, decode: json, topics: [reading]}}
 collectors:
   - key: count
-    processor: "e2e_counter:count"
+    {collector}
     topics: [reading]
     options: {json.dumps(options)}
-logging: {{level: warning, format: json}}
+{queue}logging: {{level: warning, format: json}}
 """
     )
     return config
@@ -535,6 +594,7 @@ def main() -> None:
             run_passes(args, subs, results, broker, directory)
         finally:
             broker.stop()
+            _drop_postgres_tables(directory)
     elapsed = time.monotonic() - started
     print(
         f"\nPython {sys.version.split()[0]}, {os.cpu_count()} CPUs; {args.messages:,} messages of"
