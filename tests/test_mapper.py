@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -10,7 +11,7 @@ import pytest
 
 from mqtt_collector._config.load import load_config
 from mqtt_collector._core.payload import Delivery
-from mqtt_collector._daemon.mapper import Mapper, MappingError, Route
+from mqtt_collector._daemon.mapper import _CACHED_TOPICS, Mapper, MappingError, Route
 from mqtt_collector._daemon.wiring import build_filters, overlapping_filters
 from mqtt_collector._mqtt.template import TopicTemplate
 from mqtt_collector._mqtt.topic import TopicFilter, covers
@@ -143,6 +144,50 @@ class TestMapper:
         with pytest.raises(MappingError, match=message) as caught:
             _mapper(_route("a", decode=decode)).map(_inbound("a", body))
         assert caught.value.reason == "decode"
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            '{"v": "caf\u00e9 \u2603"}'.encode(),
+            '{"v": "caf\u00e9 \u2603"}'.encode("utf-8-sig"),
+            '{"v": "caf\u00e9 \u2603"}'.encode("utf-16-le"),
+            '{"v": "caf\u00e9 \u2603"}'.encode("utf-16"),
+            '{"v": "caf\u00e9 \u2603"}'.encode("utf-32-be"),
+            b'"\xed\xa0\x80"',  # a lone surrogate: json.loads takes it (surrogatepass)
+            b"7",
+            b" [1, 2]",
+        ],
+        ids=["utf-8", "utf-8-bom", "utf-16-le", "utf-16-bom", "utf-32-be", "surrogate", "1", "ws"],
+    )
+    def test_mapper_decodes_json_as_json_loads_does(self, body: bytes) -> None:
+        """Every encoding json.loads reads from bytes decodes to what it gives."""
+        payload = _mapper(_route("a")).map(_inbound("a", body))
+        assert payload is not None
+        assert payload.value.data == json.loads(body)
+
+    def test_mapper_routing_is_remembered_per_topic_and_bounded(self) -> None:
+        """A topic's routing is worked out once; the memory of it never passes its bound."""
+        mapper = _mapper(_route("s/+/t", topics=("site/{1}",)))
+        calls: list[str] = []
+        matches = mapper.matches
+
+        def counting(topic: str) -> list[tuple[Route, tuple[str, ...]]]:
+            calls.append(topic)
+            return matches(topic)
+
+        mapper.matches = counting  # type: ignore[method-assign]
+        for _ in range(3):
+            payload = mapper.map(_inbound("s/kitchen/t"))
+            assert payload is not None
+            assert payload.topics == ("site/kitchen",)
+            assert payload.value.captures == ("kitchen",)
+            assert mapper.map(_inbound("other")) is None
+        assert calls == ["s/kitchen/t", "other"]
+        for number in range(3 * _CACHED_TOPICS):
+            payload = mapper.map(_inbound(f"s/{number}/t"))
+            assert payload is not None
+            assert payload.topics == (f"site/{number}",)
+            assert len(mapper._routing) <= _CACHED_TOPICS
 
     def test_mapper_passes_bytes_through_raw(self) -> None:
         """decode: bytes gives the body itself as data, whatever it holds (even empty)."""

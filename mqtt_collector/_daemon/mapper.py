@@ -19,6 +19,10 @@ __all__ = ["Mapper", "MappingError", "Route", "body_decoder"]
 
 # A user decoder's reason is cut to this many characters: its exception may quote the body.
 _REASON_CHARS = 200
+# Topics whose routing the mapper remembers (devices publish to a bounded set of topics); past
+# this many it forgets them all and starts again, so memory stays bounded whatever arrives.
+_CACHED_TOPICS = 4096
+_json_decode = json.JSONDecoder().decode  # what json.loads uses, for a str
 
 
 class MappingError(ValueError):
@@ -81,6 +85,11 @@ def _json(body: bytes, topic: str) -> object:  # noqa: ARG001 - every decoder is
     if not body:
         raise MappingError("decode", "empty body is not JSON")
     try:
+        # What json.loads does, without its encoding sniffing for the common case: a first
+        # byte that is ASCII and not NUL, and a second that is not NUL, is UTF-8 to it too
+        # (UTF-16/32, with or without a BOM, start otherwise).
+        if 0 < body[0] < 0x80 and (len(body) == 1 or body[1]):  # noqa: PLR2004 - ASCII
+            return _json_decode(body.decode("utf-8", "surrogatepass"))
         return json.loads(body)
     except (ValueError, RecursionError) as exc:
         raise MappingError("decode", f"invalid JSON: {exc}") from None
@@ -184,6 +193,25 @@ class Mapper:
         """Map by ``routes``; ``default_priority`` where a route sets none."""
         self._routes = tuple(routes)
         self._default_priority = default_priority
+        # topic: (first matching route, its captures, Payload topics, priority), or None
+        self._routing: dict[str, tuple[Route, tuple[str, ...], tuple[str, ...], int] | None] = {}
+
+    def _route(self, topic: str) -> tuple[Route, tuple[str, ...], tuple[str, ...], int] | None:
+        """Work out (and remember) how messages on ``topic`` are routed."""
+        found = self.matches(topic)
+        routing = None
+        if found:
+            first, captures = found[0]
+            if len(found) == 1 and len(first.templates) == 1:
+                topics: tuple[str, ...] = (first.templates[0].render(topic, captures),)
+            else:
+                topics = _union(topic, found)
+            priority = self._default_priority if first.priority is None else first.priority
+            routing = (first, captures, topics, priority)
+        if len(self._routing) >= _CACHED_TOPICS:
+            self._routing.clear()
+        self._routing[topic] = routing
+        return routing
 
     def matches(self, topic: str) -> list[tuple[Route, tuple[str, ...]]]:
         """Return each route matching ``topic`` with its captures, in config order."""
@@ -205,10 +233,13 @@ class Mapper:
             MappingError: the body is too large or cannot be decoded.
         """
         topic = inbound.topic
-        found = self.matches(topic)
-        if not found:
+        try:
+            routing = self._routing[topic]
+        except KeyError:
+            routing = self._route(topic)
+        if routing is None:
             return None
-        first, captures = found[0]
+        first, captures, topics, priority = routing
         body = inbound.body
         limit = first.max_body_bytes
         if limit is not None and len(body) > limit:
@@ -216,10 +247,6 @@ class Mapper:
                 "too_large", f"body of {len(body)} bytes exceeds max_body_bytes ({limit})"
             )
         data = first.decode_body(body, topic)
-        if len(found) == 1 and len(first.templates) == 1:
-            topics: tuple[str, ...] = (first.templates[0].render(topic, captures),)
-        else:
-            topics = _union(topic, found)
         message = Message(
             topic=topic,
             data=data,
@@ -231,10 +258,4 @@ class Mapper:
             received_at=time.time(),
             properties=inbound.properties,
         )
-        priority = first.priority
-        return Payload(
-            message,
-            delivery=Delivery.TOPIC,
-            topics=topics,
-            priority=self._default_priority if priority is None else priority,
-        )
+        return Payload(message, delivery=Delivery.TOPIC, topics=topics, priority=priority)
