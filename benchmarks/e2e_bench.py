@@ -65,6 +65,7 @@ HERE = Path(__file__).resolve().parent
 CLIENTS = HERE / "e2e_clients.py"
 POSTGRES_DSN = os.environ.get("POSTGRES_DSN", "postgresql://127.0.0.1:5432/test")
 SINK_CONSUMERS = 512  # queue.max_consumers for the sink rows: batches of up to that many
+SINK_OPTIONS: dict[str, dict[str, object]] = {}  # --sink-options: more options per sink
 _POLL = 0.005  # seconds between looks at a result file: no event to await across processes
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -243,9 +244,10 @@ def _postgres_missing() -> str | None:
 def _sink_options(sub: Subscriber, case: Case) -> dict[str, object]:
     """The built-in sink's options: a fresh SQLite file, or a fresh PostgreSQL table."""
     table = "e2e_" + "".join(c if c.isalnum() else "_" for c in case.run_id)
+    extra = SINK_OPTIONS.get(sub.sink, {})
     if sub.sink == "sqlite":
-        return {"path": str(case.directory / f"{case.run_id}.db"), "table": "readings"}
-    return {"dsn": POSTGRES_DSN, "table": table}
+        return {"path": str(case.directory / f"{case.run_id}.db"), "table": "readings", **extra}
+    return {"dsn": POSTGRES_DSN, "table": table, **extra}
 
 
 def _drop_postgres_tables(directory: Path) -> None:
@@ -574,7 +576,14 @@ def main() -> None:
         "--latency-messages", type=int, default=6000, help="per latency pass; 0 skips it (6,000)"
     )
     parser.add_argument("--keep", help="work in this directory and leave its files (logs) there")
+    parser.add_argument(
+        "--sink-options",
+        type=json.loads,
+        default={},
+        help='more options for the sink rows, as JSON: \'{"postgres": {"pool_size": 1}}\'',
+    )
     args = parser.parse_args()
+    SINK_OPTIONS.update(args.sink_options)
     subs, notes = _subscribers({key.strip() for key in args.skip.split(",") if key.strip()})
     results = {sub.key: Best() for sub in subs}
     started = time.monotonic()
