@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from mqtt_collector._config.load import Config
+    from mqtt_collector._core.payload import Payload
+    from mqtt_collector._daemon.message import Message
     from mqtt_collector._mqtt.transport import Inbound, Transport
 
 __all__ = ["Daemon"]
@@ -586,8 +588,15 @@ class Daemon:
         return lost
 
     async def _read_messages(self) -> None:
+        publisher = self.queue.get_publisher()
+        settled = self._settled
         async for inbound in self.transport.messages():
-            await self._handle(inbound)
+            payload = self._map(inbound)
+            if payload is None:
+                continue
+            event = await publisher.send(payload)
+            if inbound.qos:
+                event.add_done_callback(functools.partial(settled, inbound))
 
     async def _subscribe(self) -> None:
         """Subscribe to every filter; ask again for the refused ones, on this connection.
@@ -702,8 +711,8 @@ class Daemon:
         self.metrics.connected.set(1 if self._connected else 0)
         self.metrics.subscriptions_refused.set(len(self._refused))
 
-    async def _handle(self, inbound: Inbound) -> None:
-        """Map one message and queue it; ack at once what will never reach a collector."""
+    def _map(self, inbound: Inbound) -> Payload[Message] | None:
+        """Map one message to its Payload; ack at once (None) what will never reach a collector."""
         self.metrics.received.inc()
         self._received += 1
         try:
@@ -718,15 +727,12 @@ class Daemon:
                 size=len(inbound.body),
             )
             self.transport.ack(inbound)
-            return
+            return None
         if payload is None:
             self.metrics.rejected.labels("unrouted").inc()
             self._unrouted(inbound.topic)
             self.transport.ack(inbound)
-            return
-        event = await self.queue.get_publisher().send(payload)
-        if inbound.qos:
-            event.add_done_callback(functools.partial(self._settled, inbound))
+        return payload
 
     def _unrouted(self, topic: str) -> None:
         """Log a message no subscription matches: a warning, sampled; debug otherwise.
