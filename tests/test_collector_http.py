@@ -412,6 +412,10 @@ def _daemon_config(tmp_path: Path, options: dict[str, Any], **entry: Any) -> Pat
         ({"url": "http://x", "batch_size": 0}, "option 'batch_size': must be an integer >= 1"),
         ({"url": "http://x", "batch_size": True}, "option 'batch_size': must be an integer >= 1"),
         ({"url": "http://x", "batch_delay": -1}, "option 'batch_delay': must be a number"),
+        (
+            {"url": "http://x", "batch_delay": float("inf")},
+            "option 'batch_delay': must be a number of seconds >= 0, got inf",
+        ),
         ({"url": "http://x", "retries": 3}, "option 'retries': unknown option"),
     ],
 )

@@ -41,6 +41,9 @@ committed, so with QoS 1 a message is acknowledged only after that.
 
 from __future__ import annotations
 
+import json
+import math
+from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, PlainValidator, ValidationError
@@ -83,6 +86,37 @@ _Boolean = Annotated[bool, PlainValidator(_boolean)]
 """A boolean option: YAML true/false only, not 0/1 or "yes"."""
 
 
+def _at_least_one(value: object) -> int:
+    """Check a count option: an integer >= 1 (``true`` is not 1)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"must be an integer >= 1, got {value!r}")
+    return value
+
+
+def _seconds(*, zero: bool) -> PlainValidator:
+    """A finite number of seconds option: above 0, or at least 0 when ``zero`` is allowed."""
+    bound = ">= 0" if zero else "> 0"
+
+    def check(value: object) -> float:
+        if (
+            isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+            and (value > 0 or (zero and value == 0))
+        ):
+            return float(value)
+        raise ValueError(f"must be a number of seconds {bound}, got {value!r}")
+
+    return PlainValidator(check)
+
+
+_BatchSize = Annotated[int, PlainValidator(_at_least_one)]
+"""The ``batch_size`` option of the batching collectors: the most messages one batch holds."""
+
+_BatchDelay = Annotated[float, _seconds(zero=True)]
+"""The ``batch_delay`` option of the batching collectors: seconds a batch may wait for more."""
+
+
 def _integer_or_null(minimum: int) -> PlainValidator:
     """An integer option of at least ``minimum``, or null."""
 
@@ -106,6 +140,12 @@ def _choice(*choices: str) -> PlainValidator:
         return value.lower()
 
     return PlainValidator(check)
+
+
+_dump_json: Callable[[Any], str] = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":")
+).encode
+"""``json.dumps`` strict and compact: TypeError for what JSON cannot hold, ValueError for NaN."""
 
 
 def _read_options(ctx: Any, model: type[_Model]) -> _Model:
@@ -141,4 +181,12 @@ def _option_error(ctx: Any, name: str, problem: str) -> ConfigError:
     """The one-line error for a bad option ``name`` of the collector ``ctx`` belongs to."""
     return ConfigError(
         f"collector {str(getattr(ctx, 'key', '<unnamed>'))!r}: option {name!r}: {problem}"
+    )
+
+
+def _needs_lifecycle(ctx: Any, processor: str, lifecycle: str) -> ConfigError:
+    """The error a ``processor`` returns when the ``lifecycle`` it needs is not configured."""
+    return ConfigError(
+        f"collector {getattr(ctx, 'key', '<unnamed>')!r}: {processor} needs"
+        f" lifecycle: mqtt_collector.collectors.{lifecycle}"
     )

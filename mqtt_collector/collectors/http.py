@@ -56,7 +56,6 @@ from pydantic import Field, PlainValidator, SecretStr
 
 from mqtt_collector import (
     CollectorError,
-    ConfigError,
     Context,
     Error,
     GroupCommit,
@@ -64,7 +63,16 @@ from mqtt_collector import (
     Payload,
     Result,
 )
-from mqtt_collector.collectors import _choice, _Options, _read_options, _string
+from mqtt_collector.collectors import (
+    _BatchDelay,
+    _BatchSize,
+    _choice,
+    _needs_lifecycle,
+    _Options,
+    _read_options,
+    _seconds,
+    _string,
+)
 from mqtt_collector.collectors.jsonl import encode
 
 try:
@@ -128,26 +136,6 @@ def _headers(value: object) -> Mapping[str, SecretStr]:
     return headers
 
 
-def _seconds(*, zero: bool) -> PlainValidator:
-    """A number of seconds option: above 0, or at least 0 when ``zero`` is allowed."""
-
-    def check(value: object) -> float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            seconds = float(value)
-            if seconds > 0 or (zero and seconds == 0):
-                return seconds
-        raise ValueError(f"must be a number of seconds {'>=' if zero else '>'} 0, got {value!r}")
-
-    return PlainValidator(check)
-
-
-def _count(value: object) -> int:
-    """Check ``batch_size``: an integer of at least 1 (``true`` is not 1)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"must be an integer >= 1, got {value!r}")
-    return value
-
-
 class Options(_Options):
     """The http collector's options, as described in the module docstring."""
 
@@ -157,8 +145,8 @@ class Options(_Options):
         default_factory=dict
     )
     timeout: Annotated[float, _seconds(zero=False)] = 10.0
-    batch_size: Annotated[int, PlainValidator(_count)] = 500
-    batch_delay: Annotated[float, _seconds(zero=True)] = 0.0
+    batch_size: _BatchSize = 500
+    batch_delay: _BatchDelay = 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -205,12 +193,7 @@ async def post(payload: Payload[Message], ctx: Context) -> Result:
     """POST the message in ``payload.value`` in the next batch; ``Ok`` once the endpoint took it."""
     batch: GroupCommit[bytes] | None = getattr(ctx, "http", None)
     if batch is None:
-        return Error(
-            ConfigError(
-                f"collector {getattr(ctx, 'key', '<unnamed>')!r}: http:post needs"
-                " lifecycle: mqtt_collector.collectors.http:open_client"
-            )
-        )
+        return Error(_needs_lifecycle(ctx, "http:post", "http:open_client"))
     return await batch.submit(encode(payload.value))
 
 

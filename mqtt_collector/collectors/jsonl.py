@@ -41,7 +41,6 @@ import asyncio
 import base64
 import contextlib
 import errno
-import json
 import os
 import re
 import stat
@@ -53,8 +52,16 @@ from typing import Annotated, Any
 
 from pydantic import PlainValidator
 
-from mqtt_collector import ConfigError, Context, Error, Message, Ok, Payload, Result
-from mqtt_collector.collectors import _Boolean, _option_error, _Options, _read_options, _String
+from mqtt_collector import Context, Error, Message, Ok, Payload, Result
+from mqtt_collector.collectors import (
+    _Boolean,
+    _dump_json,
+    _needs_lifecycle,
+    _option_error,
+    _Options,
+    _read_options,
+    _String,
+)
 
 __all__ = ["Options", "encode", "open_file", "write"]
 
@@ -164,26 +171,16 @@ def encode(message: Message) -> bytes:
 
 def _dumps(record: dict[str, Any]) -> bytes:
     """Serialise ``record`` as one strict-JSON line (NaN and Infinity refused)."""
-    return (
-        json.dumps(record, ensure_ascii=False, allow_nan=False, separators=(",", ":")) + "\n"
-    ).encode("utf-8")
+    return (_dump_json(record) + "\n").encode("utf-8")
 
 
 async def write(payload: Payload[Message], ctx: Context) -> Result:
     """Append the message in ``payload.value`` as one line; ``Error(OSError)`` if the file fails."""
     sink: _JsonlFile | None = getattr(ctx, "jsonl", None)
     if sink is None:
-        return Error(_no_lifecycle(ctx))
+        return Error(_needs_lifecycle(ctx, "jsonl:write", "jsonl:open_file"))
     error = await sink.append(encode(payload.value))
     return Ok(None) if error is None else Error(error)
-
-
-def _no_lifecycle(ctx: Context) -> ConfigError:
-    """The error for a write without the open_file lifecycle (forgotten in the config)."""
-    return ConfigError(
-        f"collector {getattr(ctx, 'key', '<unnamed>')!r}: jsonl:write needs"
-        " lifecycle: mqtt_collector.collectors.jsonl:open_file"
-    )
 
 
 def _open_for_append(path: Path, mode: int) -> tuple[FileIO, bool]:

@@ -113,8 +113,20 @@ from typing import Annotated, Any
 
 from pydantic import PlainValidator, ValidationInfo
 
-from mqtt_collector import ConfigError, Context, Error, GroupCommit, Message, Payload, Result
-from mqtt_collector.collectors import _Boolean, _option_error, _Options, _read_options, _string
+from mqtt_collector import Context, Error, GroupCommit, Message, Payload, Result
+from mqtt_collector.collectors import (
+    _at_least_one,
+    _BatchDelay,
+    _BatchSize,
+    _Boolean,
+    _dump_json,
+    _needs_lifecycle,
+    _option_error,
+    _Options,
+    _read_options,
+    _seconds,
+    _string,
+)
 
 try:
     import psycopg
@@ -242,30 +254,6 @@ def _dsn(value: object) -> str:
     return dsn
 
 
-def _at_least_one(value: object) -> int:
-    """Check a count option: an integer >= 1 (not a boolean)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"must be an integer >= 1, got {value!r}")
-    return value
-
-
-def _seconds(minimum: float, *, inclusive: bool) -> PlainValidator:
-    """A number of seconds, at least (or above) ``minimum``."""
-    bound = f">= {minimum:g}" if inclusive else f"> {minimum:g}"
-
-    def check(value: object) -> float:
-        number = value if isinstance(value, int | float) and not isinstance(value, bool) else None
-        if (
-            number is None
-            or not math.isfinite(number)
-            or (number < minimum if inclusive else number <= minimum)
-        ):
-            raise ValueError(f"must be a number of seconds {bound}, got {value!r}")
-        return float(number)
-
-    return PlainValidator(check)
-
-
 def _key(value: object, info: ValidationInfo) -> tuple[str, ...] | None:
     """Check ``key`` against ``idempotent`` and the table's columns (validated before it)."""
     if value is None:
@@ -293,14 +281,11 @@ class Options(_Options):
     create_table: _Boolean = True
     idempotent: _Boolean = False
     key: Annotated[tuple[str, ...] | None, PlainValidator(_key)] = None
-    batch_size: Annotated[int, PlainValidator(_at_least_one)] = 500
-    batch_delay: Annotated[float, _seconds(0, inclusive=True)] = 0.0
+    batch_size: _BatchSize = 500
+    batch_delay: _BatchDelay = 0.0
     pool_size: Annotated[int, PlainValidator(_at_least_one)] = 2
-    connect_timeout: Annotated[float, _seconds(0, inclusive=False)] = 5.0
-    write_timeout: Annotated[float, _seconds(0, inclusive=False)] = 30.0
-
-
-_dump_json = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+    connect_timeout: Annotated[float, _seconds(zero=False)] = 5.0
+    write_timeout: Annotated[float, _seconds(zero=False)] = 30.0
 
 
 def _json_text(value: Any) -> str | None:
@@ -589,12 +574,7 @@ async def write(payload: Payload[Message], ctx: Context) -> Result:
     """Write the message in ``payload.value``; ``Ok(None)`` once its batch is committed."""
     writer: _Writer | None = getattr(ctx, "postgres", None)
     if writer is None or writer.group is None:
-        return Error(
-            ConfigError(
-                f"collector {getattr(ctx, 'key', '<unnamed>')!r}: postgres:write needs"
-                " lifecycle: mqtt_collector.collectors.postgres:open_database"
-            )
-        )
+        return Error(_needs_lifecycle(ctx, "postgres:write", "postgres:open_database"))
     try:
         row = writer.shape.row(payload.value)
     except (TypeError, ValueError) as exc:

@@ -45,14 +45,20 @@ MQTT 5 properties of the original (user properties, content type) are not copied
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Annotated, Any
 
 from pydantic import PlainValidator, PrivateAttr
 
 from mqtt_collector import ConfigError, Context, Error, Message, Ok, Payload, Result
-from mqtt_collector.collectors import _Boolean, _choice, _Options, _read_options, _string
+from mqtt_collector.collectors import (
+    _Boolean,
+    _choice,
+    _dump_json,
+    _Options,
+    _read_options,
+    _string,
+)
 
 __all__ = ["Options", "publish"]
 
@@ -187,7 +193,7 @@ def _body(message: Message, options: Options) -> bytes:
     if isinstance(message.data, bytes | bytearray):
         raise TypeError("body: json: the message was decoded as bytes (decode: bytes); use raw")
     try:
-        text = json.dumps(message.data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        text = _dump_json(message.data)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"body: json: the data cannot be written as JSON: {exc}") from None
     return text.encode("utf-8")

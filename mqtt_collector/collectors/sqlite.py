@@ -49,8 +49,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import math
 import re
 import sqlite3
 from collections.abc import AsyncIterator
@@ -62,7 +60,17 @@ from typing import Annotated, Any
 from pydantic import PlainValidator
 
 from mqtt_collector import ConfigError, Context, Error, GroupCommit, Message, Payload, Result
-from mqtt_collector.collectors import _option_error, _Options, _read_options, _String, _string
+from mqtt_collector.collectors import (
+    _BatchDelay,
+    _BatchSize,
+    _dump_json,
+    _needs_lifecycle,
+    _option_error,
+    _Options,
+    _read_options,
+    _String,
+    _string,
+)
 
 __all__ = ["Options", "open_database", "write"]
 
@@ -88,32 +96,13 @@ def _table(value: object) -> str:
     return table
 
 
-def _batch_size(value: object) -> int:
-    """Check the ``batch_size`` option: an integer >= 1 (not a boolean)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"must be an integer >= 1, got {value!r}")
-    return value
-
-
-def _batch_delay(value: object) -> float:
-    """Check the ``batch_delay`` option: a finite number of seconds >= 0 (not a boolean)."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise ValueError(f"must be a number of seconds >= 0, got {value!r}")
-    return float(value)
-
-
 class Options(_Options):
     """The sqlite collector's options, as described in the module docstring."""
 
     path: _String
     table: Annotated[str, PlainValidator(_table)] = "messages"
-    batch_size: Annotated[int, PlainValidator(_batch_size)] = 500
-    batch_delay: Annotated[float, PlainValidator(_batch_delay)] = 0.0
+    batch_size: _BatchSize = 500
+    batch_delay: _BatchDelay = 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -175,7 +164,7 @@ def _json_or_none(data: Any) -> str | None:
     if isinstance(data, bytes):
         return None
     try:
-        return json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return _dump_json(data)
     except (TypeError, ValueError):
         return None
 
@@ -184,12 +173,7 @@ async def write(payload: Payload[Message], ctx: Context) -> Result:
     """Insert the message in ``payload.value``; ``Ok(row id)`` once committed, else ``Error``."""
     batch: GroupCommit[_Row] | None = getattr(ctx, "sqlite", None)
     if batch is None:
-        return Error(
-            ConfigError(
-                f"collector {getattr(ctx, 'key', '<unnamed>')!r}: sqlite:write needs"
-                " lifecycle: mqtt_collector.collectors.sqlite:open_database"
-            )
-        )
+        return Error(_needs_lifecycle(ctx, "sqlite:write", "sqlite:open_database"))
     message = payload.value
     row: _Row = (
         message.topic,
