@@ -1,9 +1,10 @@
 """The error policy of a collector: a time bound, retries with backoff, and a dead letter.
 
 ``GuardedCollector`` is a Collector whose ``run`` applies the policy around the core's own
-contained runs (``Collector.run``): a processor's faults are contained once, there, and
-the policy only decides what an Error leads to. Dead letters carry the failure as user
-properties; how they travel on MQTT 3.1.1, which has none, is the transport's business.
+contained runs (``run_processor``, what ``Collector.run`` does): a processor's faults are
+contained once, there, and the policy only decides what an Error leads to. Dead letters carry
+the failure as user properties; how they travel on MQTT 3.1.1, which has none, is the
+transport's business.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ from typing import Any
 
 import structlog
 
-from mqtt_collector._core.collector import Collector, Context, LifecycleManager, Processor
+from mqtt_collector._core.collector import (
+    Collector,
+    Context,
+    LifecycleManager,
+    Processor,
+    run_processor,
+)
 from mqtt_collector._core.payload import Payload
 from mqtt_collector._core.result import Error, Result
 from mqtt_collector._daemon.message import Message
@@ -105,19 +112,22 @@ class GuardedCollector(Collector):
     async def _once(self, payload: Payload[Any]) -> Result:
         timeout = self.policy.timeout
         if timeout is None:
-            return await Collector.run(self, payload)
+            return await run_processor(self.key, self.processor, payload, self.ctx)
         try:
             async with asyncio.timeout(timeout):
-                return await Collector.run(self, payload)
+                return await run_processor(self.key, self.processor, payload, self.ctx)
         except TimeoutError:
-            # Only the bound's own expiry gets here: Collector.run lets the cancellation of
+            # Only the bound's own expiry gets here: run_processor lets the cancellation of
             # this task through, and turns a TimeoutError of the processor's into an Error.
             return Error(TimeoutError(f"processor did not finish within {timeout}s"))
 
     async def run(self, payload: Payload[Any]) -> Result:
         """Run the processor per the policy; return its Result (an Error once it gave up)."""
         key, policy, on_outcome = self.key, self.policy, self.on_outcome
-        result = await self._once(payload)
+        if policy.timeout is None:  # _once() inlined: the common case costs one call less
+            result = await run_processor(key, self.processor, payload, self.ctx)
+        else:
+            result = await self._once(payload)
         attempt = 1
         while isinstance(result, Error) and attempt < policy.attempts:
             delay = min(policy.backoff * 2 ** (attempt - 1), policy.max_backoff)
