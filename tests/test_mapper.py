@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from types import MappingProxyType
@@ -12,6 +13,7 @@ import pytest
 from mqtt_collector._config.load import load_config
 from mqtt_collector._core.payload import Delivery
 from mqtt_collector._daemon.mapper import _CACHED_TOPICS, Mapper, MappingError, Route
+from mqtt_collector._daemon.message import Message, new_message
 from mqtt_collector._daemon.wiring import build_filters, overlapping_filters
 from mqtt_collector._mqtt.template import TopicTemplate
 from mqtt_collector._mqtt.topic import TopicFilter, covers
@@ -285,3 +287,27 @@ class TestFilters:
         """Filters that share some topics without covering each other are found."""
         found = overlapping_filters([("a/+/c", 1), ("a/b/+", 1), ("x/#", 1), ("$SYS/x", 1)])
         assert found == [("a/+/c", "a/b/+")]
+
+
+def test_new_message_is_the_dataclass_message() -> None:
+    """The mapper's fast constructor makes what Message(...) makes: equal, hashable, frozen."""
+    fields: dict[str, Any] = {
+        "topic": "a/b",
+        "data": {"v": 1},
+        "raw": b'{"v": 1}',
+        "qos": 1,
+        "retain": True,
+        "captures": ("b",),
+        "subscription": "a/+",
+        "received_at": 12.5,
+        "properties": MappingProxyType({"content_type": "json"}),
+    }
+    fast = new_message(*fields.values())
+    slow = Message(**fields)
+    assert fast == slow
+    assert repr(fast) == repr(slow)
+    assert [getattr(fast, name) for name in fields] == list(fields.values())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.topic = "c"  # type: ignore[misc]
+    assert dataclasses.fields(Message)[-1].name == "properties"
+    assert [field.name for field in dataclasses.fields(Message)] == list(fields)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from mqtt_collector._config.routes import Decoder
 from mqtt_collector._core.payload import Delivery, Payload
-from mqtt_collector._daemon.message import Message
+from mqtt_collector._daemon.message import Message, new_message
 from mqtt_collector._mqtt.template import TopicTemplate
 from mqtt_collector._mqtt.topic import TopicFilter
 from mqtt_collector._mqtt.transport import Inbound
@@ -247,15 +247,15 @@ class Mapper:
                 "too_large", f"body of {len(body)} bytes exceeds max_body_bytes ({limit})"
             )
         data = first.decode_body(body, topic)
-        message = Message(
-            topic=topic,
-            data=data,
-            raw=body,
-            qos=inbound.qos,
-            retain=inbound.retain,
-            captures=captures,
-            subscription=first.filter,
-            received_at=time.time(),
-            properties=inbound.properties,
+        message = new_message(
+            topic,
+            data,
+            body,
+            inbound.qos,
+            inbound.retain,
+            captures,
+            first.filter,
+            time.time(),
+            inbound.properties,
         )
         return Payload(message, delivery=Delivery.TOPIC, topics=topics, priority=priority)

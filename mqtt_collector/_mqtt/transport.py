@@ -58,7 +58,7 @@ class ConnectionInfo:
     disconnect_reason: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs a call per field, per message
 class Inbound:
     """One message as the transport received it, before any decoding.
 
