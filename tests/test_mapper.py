@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from mqtt_collector._config.load import load_config
-from mqtt_collector._core.payload import Delivery
+from mqtt_collector._core.payload import Delivery, Payload, topic_payload
 from mqtt_collector._daemon.mapper import _CACHED_TOPICS, Mapper, MappingError, Route
 from mqtt_collector._daemon.message import Message, new_message
 from mqtt_collector._daemon.wiring import build_filters, overlapping_filters
@@ -311,3 +311,13 @@ def test_new_message_is_the_dataclass_message() -> None:
         fast.topic = "c"  # type: ignore[misc]
     assert dataclasses.fields(Message)[-1].name == "properties"
     assert [field.name for field in dataclasses.fields(Message)] == list(fields)
+
+
+def test_topic_payload_is_the_checked_payload() -> None:
+    """The mapper's unchecked Payload is what Payload(...) makes of the same arguments."""
+    fast = topic_payload("v", ("a", "b"), 5)
+    slow = Payload("v", delivery=Delivery.TOPIC, topics=("a", "b"), priority=5)
+    assert repr(fast) == repr(slow)
+    assert [getattr(fast, name) for name in Payload.__slots__] == [
+        getattr(slow, name) for name in Payload.__slots__
+    ]

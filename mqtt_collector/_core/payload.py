@@ -85,3 +85,21 @@ class Payload(Generic[T]):
             f"Payload({self.value!r}, delivery={self.delivery}, keys={self.keys!r}, "
             f"topics={self.topics!r}, priority={self.priority!r})"
         )
+
+
+_new = object.__new__
+
+
+def topic_payload(value: T, topics: tuple[str, ...], priority: int | None) -> Payload[T]:
+    """Return ``Payload(value, delivery=TOPIC, topics=topics, priority=priority)``, unchecked.
+
+    For a caller that already holds a tuple of str and an int or None (the daemon's mapper,
+    once per message): the same object, without the checks ``Payload()`` makes of user input.
+    """
+    payload: Payload[T] = _new(Payload)
+    payload.value = value
+    payload.delivery = Delivery.TOPIC
+    payload.keys = ()
+    payload.topics = topics
+    payload.priority = priority
+    return payload

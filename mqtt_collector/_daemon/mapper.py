@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from mqtt_collector._config.routes import Decoder
-from mqtt_collector._core.payload import Delivery, Payload
+from mqtt_collector._core.payload import Payload, topic_payload
 from mqtt_collector._daemon.message import Message, new_message
 from mqtt_collector._mqtt.template import TopicTemplate
 from mqtt_collector._mqtt.topic import TopicFilter
@@ -258,4 +258,4 @@ class Mapper:
             time.time(),
             inbound.properties,
         )
-        return Payload(message, delivery=Delivery.TOPIC, topics=topics, priority=priority)
+        return topic_payload(message, topics, priority)
