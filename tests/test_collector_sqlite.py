@@ -157,6 +157,37 @@ class TestGroupCommit:
         assert len(set(ids)) == 100
         assert [stored[row_id] for row_id in ids] == topics
 
+    @pytest.mark.parametrize(
+        "table",
+        [
+            # a trigger writing the same table: ids no longer follow one another
+            (
+                "CREATE TRIGGER twin AFTER INSERT ON messages WHEN NEW.topic LIKE 's/%'"
+                " BEGIN INSERT INTO messages (topic, payload, qos, retain, received_at)"
+                " VALUES ('twin', x'', 0, 0, 0); END"
+            ),
+            # rows already there, with a gap: new ids follow the largest
+            (
+                "INSERT INTO messages (id, topic, payload, qos, retain, received_at)"
+                " VALUES (7, 'old', x'', 0, 0, 0), (1000, 'old', x'', 0, 0, 0)"
+            ),
+        ],
+        ids=["trigger", "gap"],
+    )
+    async def test_sqlite_ids_stay_right_on_tables_made_by_hand(
+        self, tmp_path: Path, table: str
+    ) -> None:
+        """Whether a batch goes in by one executemany or row by row, each id is its row's."""
+        path = tmp_path / "m.db"
+        _create(path, table)
+        ctx = _ctx(path)
+        topics = [f"s/{i}" for i in range(50)]
+        async with sqlite.open_database(ctx):
+            results = await _write(ctx, topics[:1]) + await _write(ctx, topics[1:])
+        stored = _topics(path)
+        ids = [result.value for result in results if isinstance(result, Ok)]
+        assert [stored[row_id] for row_id in ids] == topics
+
     async def test_sqlite_batch_size_1_commits_each_message_alone(
         self, tmp_path: Path, connections: list[CountingConnection]
     ) -> None:

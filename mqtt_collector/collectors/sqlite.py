@@ -29,10 +29,13 @@ messages arriving while a transaction commits go together in the next one. A bat
 ``queue.max_consumers`` (each waiting message holds a consumer; 64 by default): raise that too
 (e.g. to 512) for batches of hundreds of rows. At exit the lifecycle writes what waits before it
 closes the database. SQLite calls run in one thread owned by the lifecycle, off the event loop,
-so the connection is only ever used from that thread and writes are serialised there. Each row's
-id comes from its own ``INSERT ... RETURNING id``, which needs SQLite 3.35 or later (the one
-Python links to: ``python -c "import sqlite3; print(sqlite3.sqlite_version)"``); an older one
-is refused at start.
+so the connection is only ever used from that thread and writes are serialised there. A batch
+goes in as one ``executemany`` when ``id`` is the table's rowid (``id INTEGER PRIMARY KEY``, as
+in the table the collector creates) and the table has no triggers: the rows then get the ids
+that follow one another, which the collector checks before it commits. Otherwise, or when a row
+is refused, each row goes in by its own ``INSERT ... RETURNING id``, which needs SQLite 3.35 or
+later (the one Python links to: ``python -c "import sqlite3; print(sqlite3.sqlite_version)"``);
+an older one is refused at start.
 
 Options:
     path: the database file (required); its directory must exist, the file is created if it does
@@ -111,7 +114,9 @@ class _Database:
 
     executor: ThreadPoolExecutor
     connection: sqlite3.Connection
-    insert: str
+    insert: str  # one row, RETURNING its id
+    insert_many: str | None  # the same without RETURNING, when ids can be told without it
+    count_ids: str  # how many of the table's rows have an id in a range
 
     async def write_batch(self, rows: list[_Row]) -> list[_RowId]:
         """Insert ``rows`` in one transaction, in the database's thread; see ``insert_rows``."""
@@ -125,6 +130,15 @@ class _Database:
         skipped, an Error for a row it refused (its statement alone is undone, so the rest are
         committed). Raises, with nothing committed, when the transaction as a whole fails.
         """
+        if self.insert_many is not None:
+            try:
+                ids = self._insert_many(rows)
+            except sqlite3.Error:
+                ids = None  # a row refused: the slow way below finds which
+            if ids is not None:
+                self.connection.commit()
+                return ids
+            self.connection.rollback()
         refused: dict[int, Error] = {}
         try:
             while True:
@@ -135,6 +149,26 @@ class _Database:
         except BaseException:
             self.connection.rollback()
             raise
+
+    def _insert_many(self, rows: list[_Row]) -> list[_RowId] | None:
+        """Insert ``rows`` with one executemany; their ids, or None if they cannot be told.
+
+        ``id`` is the rowid and no trigger writes the table, so a batch inserted in one
+        transaction gets the ids that follow the last one, unless a row was skipped (the
+        table's ``ON CONFLICT IGNORE``) or SQLite picked ids at random (past the largest
+        rowid): counted, not assumed. Leaves the transaction open, for commit or rollback.
+        """
+        connection = self.connection
+        assert self.insert_many is not None
+        before = connection.total_changes
+        connection.executemany(self.insert_many, rows)
+        if connection.total_changes - before != len(rows):
+            return None
+        last = connection.execute("SELECT last_insert_rowid()").fetchone()[0]
+        first = last - len(rows) + 1
+        if connection.execute(self.count_ids, (first, last)).fetchone()[0] != len(rows):
+            return None
+        return list(range(first, last + 1))
 
     def _insert(self, rows: list[_Row], refused: dict[int, Error]) -> list[_RowId] | None:
         """Insert the rows not yet ``refused``; None if a refusal undid the transaction so far."""
@@ -186,19 +220,34 @@ async def write(payload: Payload[Message], ctx: Context) -> Result:
     return await batch.submit(row)
 
 
-def _connect(path: str, table: str) -> tuple[sqlite3.Connection, list[str]]:
-    """Open ``path``, create ``table`` if missing; return it with the columns the table lacks."""
+def _connect(path: str, table: str) -> tuple[sqlite3.Connection, list[str], bool]:
+    """Open ``path``, create ``table`` if missing.
+
+    Returns the connection, the columns the table lacks, and whether a batch can go in by one
+    executemany (``id`` is the rowid and no trigger writes the table).
+    """
     connection = sqlite3.connect(path, timeout=5.0)
     try:
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=FULL")
         connection.execute(f'CREATE TABLE IF NOT EXISTS "{table}" ({_SCHEMA})')
         connection.commit()
-        present = {row[1] for row in connection.execute(f'PRAGMA table_info("{table}")')}
+        columns = list(connection.execute(f'PRAGMA table_info("{table}")'))
+        keys = [(row[1], str(row[2]).upper()) for row in columns if row[5]]
+        (created,) = connection.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+        ).fetchone()
+        (triggers,) = connection.execute(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?",
+            (table,),
+        ).fetchone()
     except BaseException:
         connection.close()
         raise
-    return connection, [column for column in _COLUMNS if column not in present]
+    rowid = keys == [("id", "INTEGER")] and "WITHOUT ROWID" not in " ".join(created.upper().split())
+    present = {row[1] for row in columns}
+    missing = [column for column in _COLUMNS if column not in present]
+    return connection, missing, rowid and not triggers
 
 
 @contextlib.asynccontextmanager
@@ -222,7 +271,7 @@ async def open_database(ctx: Context) -> AsyncIterator[None]:
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sqlite-{key}")
     try:
         try:
-            connection, missing = await loop.run_in_executor(executor, _connect, path, table)
+            connection, missing, many = await loop.run_in_executor(executor, _connect, path, table)
         except sqlite3.Error as exc:
             raise _option_error(ctx, "path", f"cannot open database '{path}': {exc}") from exc
         try:
@@ -230,14 +279,17 @@ async def open_database(ctx: Context) -> AsyncIterator[None]:
                 raise _option_error(
                     ctx, "table", f"existing table {table!r} lacks columns {', '.join(missing)}"
                 )
+            # Options checked `table` is a plain identifier, so formatting it in is safe.
+            insert = (
+                f'INSERT INTO "{table}" (topic, payload, data, qos, retain, received_at)'  # noqa: S608
+                " VALUES (?, ?, ?, ?, ?, ?)"
+            )
             database = _Database(
                 executor=executor,
                 connection=connection,
-                # Options checked `table` is a plain identifier, so formatting it in is safe.
-                insert=(
-                    f'INSERT INTO "{table}" (topic, payload, data, qos, retain, received_at)'  # noqa: S608
-                    " VALUES (?, ?, ?, ?, ?, ?) RETURNING id"
-                ),
+                insert=insert + " RETURNING id",
+                insert_many=insert if many else None,
+                count_ids=f'SELECT count(*) FROM "{table}" WHERE id BETWEEN ? AND ?',  # noqa: S608
             )
             async with GroupCommit(
                 database.write_batch, max_size=options.batch_size, max_delay=options.batch_delay
