@@ -200,22 +200,15 @@ class TestGroupCommit:
         )
         assert connections[0].rows_per_commit() == [1] * 20
 
-    async def test_sqlite_batch_delay_lets_a_later_message_join(
+    async def test_sqlite_batch_delay_never_holds_an_idle_message(
         self, tmp_path: Path, connections: list[CountingConnection]
     ) -> None:
-        """With a batch_delay a message arriving after an idle one joins its transaction."""
+        """A message that finds no transaction under way is committed at once, delay or not."""
         ctx = _ctx(tmp_path / "m.db", batch_delay=1000)
         async with sqlite.open_database(ctx):
-            first = asyncio.create_task(sqlite.write(Payload(_message("a")), ctx))
-            for _ in range(20):  # let the first call reach the writer (no timer involved)
-                await asyncio.sleep(0)
-            second = asyncio.create_task(sqlite.write(Payload(_message("b")), ctx))
-            await asyncio.sleep(0)
-            assert ctx.sqlite.waiting == 2
-        # Leaving the lifecycle wrote them at once, without waiting out the delay.
-        async with asyncio.timeout(WAIT):
-            assert [await first, await second] == [Ok(1), Ok(2)]
-        assert connections[0].rows_per_commit() == [2]
+            async with asyncio.timeout(WAIT):
+                assert await sqlite.write(Payload(_message("a")), ctx) == Ok(1)
+            assert connections[0].rows_per_commit() == [1]
 
     async def test_sqlite_lifecycle_exit_writes_what_waits(self, tmp_path: Path) -> None:
         """Messages still waiting when the lifecycle exits are committed before it closes."""
@@ -329,9 +322,9 @@ class TestOptions:
     """batch_size and batch_delay (defaults, one-line errors), and the SQLite version."""
 
     def test_sqlite_batch_options_default(self) -> None:
-        """batch_size defaults to 500 and batch_delay to 0 (write at once when idle)."""
+        """batch_size defaults to 500 and batch_delay to 0.01 (under load only)."""
         options = sqlite.Options.model_validate({"path": "m.db"})
-        assert (options.batch_size, options.batch_delay) == (500, 0.0)
+        assert (options.batch_size, options.batch_delay) == (500, 0.01)
 
     @pytest.mark.parametrize(
         ("options", "expected"),

@@ -191,34 +191,74 @@ class TestBatching:
 
 
 class TestMaxDelay:
-    """``max_delay``: the writer lingers for more items, never longer than the delay."""
+    """``max_delay``: under load, the writer lingers for more items, never past the delay."""
+
+    @staticmethod
+    def _lingering(write: GatedWrite, **options: Any) -> GroupCommit[int]:
+        """A group with ``max_delay=LONG`` that no lull in arrivals cuts short."""
+        group = GroupCommit(write, max_delay=LONG, **options)
+        group._quiet = LONG
+        return group
+
+    async def test_group_commit_idle_item_is_written_at_once(self, clock: OffsetClock) -> None:
+        """An item that finds no write in flight is written at once, whatever max_delay says."""
+        write = GatedWrite(gated=False)
+        group = self._lingering(write)
+        assert await _results(_submit(group, 1)) == [Ok(None)]
+        assert write.batches == [[1]]
+        await group.aclose()
 
     async def test_group_commit_max_delay_lingers_for_more_items(self, clock: OffsetClock) -> None:
-        """An idle item is not written alone at once: items arriving within the delay join it."""
-        write = GatedWrite(gated=False)
-        group = GroupCommit(write, max_delay=LONG)
+        """Items arriving while a write is in flight wait for more to join, up to max_delay."""
+        write = GatedWrite()
+        group = self._lingering(write)
         tasks = _submit(group, 1)
-        await _settle()
+        assert await write.started() == [1]
         tasks += _submit(group, 2, 3)
         await _settle()
-        assert write.batches == []
+        write.release(0)
+        await _settle()
+        tasks += _submit(group, 4)
+        await _settle()
+        assert write.batches == [[1]]
         clock.advance(LONG)
-        assert await _results(tasks) == [Ok(None)] * 3
-        assert write.batches == [[1, 2, 3]]
+        assert await write.started() == [2, 3, 4]
+        write.release_all()
+        assert await _results(tasks) == [Ok(None)] * 4
         await group.aclose()
 
     async def test_group_commit_max_delay_is_never_exceeded(self, clock: OffsetClock) -> None:
-        """Once the first item has waited max_delay the batch is written with what came."""
+        """Once the first waiting item has waited max_delay the batch goes with what came."""
         write = GatedWrite()
-        group = GroupCommit(write, max_delay=LONG)
-        tasks = _submit(group, 1, 2)
+        group = self._lingering(write)
+        tasks = _submit(group, 1)
+        assert await write.started() == [1]
+        tasks += _submit(group, 2)
         await _settle()
+        write.release(0)
         clock.advance(LONG - 1)
         tasks += _submit(group, 3)
         await _settle()
-        assert write.batches == []
+        assert write.batches == [[1]]
         clock.advance(1)
-        assert await write.started() == [1, 2, 3]
+        assert await write.started() == [2, 3]
+        write.release_all()
+        await _results(tasks)
+        await group.aclose()
+
+    async def test_group_commit_a_lull_ends_the_linger(self, clock: OffsetClock) -> None:
+        """No new item for a quarter of max_delay: the batch goes without waiting it out."""
+        write = GatedWrite()
+        group = GroupCommit(write, max_delay=LONG)
+        tasks = _submit(group, 1)
+        assert await write.started() == [1]
+        tasks += _submit(group, 2, 3)
+        await _settle()
+        write.release(0)
+        await _settle()
+        assert write.batches == [[1]]
+        clock.advance(LONG / 4)  # a lull of a quarter of max_delay
+        assert await write.started() == [2, 3]
         write.release_all()
         await _results(tasks)
         await group.aclose()
@@ -228,7 +268,7 @@ class TestMaxDelay:
     ) -> None:
         """Items left behind by a full batch do not start a new delay: theirs began on arrival."""
         write = GatedWrite()
-        group = GroupCommit(write, max_size=2, max_delay=LONG)
+        group = self._lingering(write, max_size=2)
         tasks = _submit(group, 0, 1)
         assert await write.started() == [0, 1]  # full: written without lingering
         tasks += _submit(group, 2, 3, 4)  # 4 will be left over by the next full batch
@@ -245,16 +285,21 @@ class TestMaxDelay:
 
     async def test_group_commit_full_batch_does_not_linger(self, clock: OffsetClock) -> None:
         """A batch that reaches max_size is written at once, whatever max_delay says."""
-        write = GatedWrite(gated=False)
-        group = GroupCommit(write, max_size=3, max_delay=LONG)
+        write = GatedWrite()
+        group = self._lingering(write, max_size=3)
         tasks = _submit(group, 1)
+        assert await write.started() == [1]
+        tasks += _submit(group, 2, 3, 4, 5)
         await _settle()
-        tasks += _submit(group, 2, 3, 4)
-        assert await _results(tasks[:3]) == [Ok(None)] * 3
-        assert write.batches == [[1, 2, 3]]
+        write.release(0)
+        assert await write.started() == [2, 3, 4]
+        write.release(1)
+        await _settle()
+        assert write.batches == [[1], [2, 3, 4]]  # 5 came under load: it lingers
         clock.advance(LONG)
+        assert await write.started() == [5]
+        write.release_all()
         await _results(tasks)
-        assert write.batches == [[1, 2, 3], [4]]
         await group.aclose()
 
 

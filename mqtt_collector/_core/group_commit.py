@@ -9,8 +9,10 @@ is committed.
 
 Batching needs no tuning to start with. While a write is in flight, new items gather; when it
 returns, the next write takes all of them (up to ``max_size``). So an idle sink writes each item
-at once (``max_delay=0``), and a busy one writes ever larger batches. ``max_delay`` lets the
-writer linger for more items after the first arrives, never holding one longer than that.
+at once, and a busy one writes ever larger batches. ``max_delay`` makes batches larger under
+load: items that arrive while a write is in flight wait up to that long after the first of them
+for more to join (never longer, and not once no item has come for a quarter of it). An item that
+arrives while no write is in flight is written at once, whatever ``max_delay`` says.
 
 A batch can hold no more items than there are calls waiting: in the daemon each waiting call
 holds one consumer, so batches are at most ``queue.max_consumers`` long (64 by default); raise it
@@ -28,6 +30,10 @@ from mqtt_collector._core.result import Error, Ok, Result
 __all__ = ["GroupCommit"]
 
 T = TypeVar("T")
+
+# While lingering for a batch to fill, a lull in arrivals of a quarter of max_delay, and at
+# least this long, ends the wait.
+_QUIET = 0.001
 
 Write = Callable[[list[T]], Awaitable[Sequence[Any] | None]]
 """``async def write(batch) -> None | values``: commit ``batch`` as one unit or raise.
@@ -57,8 +63,11 @@ class GroupCommit(Generic[T]):
     Args:
         write: the function that commits a batch (see ``Write``).
         max_size: the most items one write takes.
-        max_delay: seconds the writer may wait after the first item of a batch arrives for more
-            to join it; 0 (the default) writes at once when the writer is free.
+        max_delay: under load (the first item of a batch came while a write was in flight),
+            seconds the writer may wait after that item arrived for more to join it; it stops
+            waiting once no item came for a quarter of that (at least 1 ms). 0 (the default)
+            writes at once when a writer is free; an item that finds no write in flight is
+            always written at once.
         concurrency: how many writes may be in flight at once (e.g. the size of a connection
             pool); batches then commit in any order.
     """
@@ -97,6 +106,10 @@ class GroupCommit(Generic[T]):
         self._writers: list[asyncio.Task[None]] = []
         self._closing = False
         self._closed = False
+        self._writing = 0  # writes in flight
+        # The lull in arrivals that ends a linger: a quarter of max_delay, at least _QUIET.
+        self._quiet = max(_QUIET, max_delay / 4)
+        self._first_idle = True  # the first item waiting came while no write was in flight
 
     @property
     def waiting(self) -> int:
@@ -121,6 +134,7 @@ class GroupCommit(Generic[T]):
         future: asyncio.Future[Result] = loop.create_future()
         if not self._items:
             self._first_at = loop.time()
+            self._first_idle = not self._writing
         self._items.append(item)
         self._futures.append(future)
         self._submitted += 1
@@ -175,11 +189,17 @@ class GroupCommit(Generic[T]):
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            if self._max_delay and not self._hurried() and len(self._items) < self._max_size:
+            if (
+                self._max_delay
+                and not self._first_idle
+                and not self._hurried()
+                and len(self._items) < self._max_size
+            ):
                 remaining = self._first_at + self._max_delay - loop.time()
                 if remaining > 0:
                     await self._linger(remaining)
-                    continue
+                    if not self._items:  # another writer took them meanwhile
+                        continue
             batch = self._items[: self._max_size]
             futures = self._futures[: self._max_size]
             del self._items[: self._max_size], self._futures[: self._max_size]
@@ -189,9 +209,11 @@ class GroupCommit(Generic[T]):
                 # Those left over keep _first_at: they came after the first of the batch just
                 # cut, so its deadline is not later than theirs. More writers may take them.
                 self._wakeup.set()
+            self._writing += 1
             try:
                 await self._commit(batch, futures)
             finally:
+                self._writing -= 1
                 self._mark_answered(start, start + len(batch))
 
     def _hurried(self) -> bool:
@@ -213,16 +235,22 @@ class GroupCommit(Generic[T]):
             self._flushes = waiting
 
     async def _linger(self, seconds: float) -> None:
-        """Wait up to ``seconds`` for the batch to fill (or the group commit to close)."""
+        """Wait up to ``seconds`` for the batch to fill, while items keep coming.
+
+        It ends early once no item came for a quarter of ``max_delay`` (at least 1 ms): then
+        every caller that could join is likely waiting already (each holds a consumer), and
+        waiting on gains nothing.
+        """
         assert self._wakeup is not None
-        deadline = asyncio.get_running_loop().time() + seconds
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
         while len(self._items) < self._max_size and not self._hurried():
-            left = deadline - asyncio.get_running_loop().time()
+            left = deadline - loop.time()
             if left <= 0:
                 return
             self._wakeup.clear()
             try:
-                async with asyncio.timeout(left):
+                async with asyncio.timeout(min(left, self._quiet)):
                     await self._wakeup.wait()
             except TimeoutError:
                 return

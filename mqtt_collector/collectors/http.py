@@ -38,8 +38,9 @@ Options:
     timeout: seconds one POST may take in all, from connecting to the end of the answer.
         Default 10.
     batch_size: the most messages one POST carries (default 500; 1: a POST per message).
-    batch_delay: seconds a POST may wait for more messages after the first one of its batch
-        arrives (default 0: posted at once when no POST is under way). Never longer.
+    batch_delay: under load (a POST under way), seconds the next POST may wait for more
+        messages after the first one of its batch arrives, never longer; a message that finds
+        no POST under way is posted at once. Default 0.01.
 """
 
 from __future__ import annotations
@@ -146,7 +147,7 @@ class Options(_Options):
     )
     timeout: Annotated[float, _seconds(zero=False)] = 10.0
     batch_size: _BatchSize = 500
-    batch_delay: _BatchDelay = 0.0
+    batch_delay: _BatchDelay = 0.01
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -16,7 +16,7 @@ batch is committed, so a QoS 1 message is acknowledged only after its row is in 
 A batch holds at most ``batch_size`` rows and at most as many as there are messages waiting,
 which is at most ``queue.max_consumers`` (each waiting message holds a consumer): raise that
 too (e.g. to 512) for batches of hundreds of rows under load. An idle collector writes each
-message at once (``batch_delay: 0``).
+message at once; under load a batch waits up to ``batch_delay`` for more rows.
 
 The lifecycle connects once at start and prepares the table: created if missing (and
 ``create_table`` is on), else checked for the columns it needs; a database it cannot reach is
@@ -88,8 +88,9 @@ Options:
     key: the columns of the unique key in idempotent mode (a list of ``columns`` names, or of
         the default table's). Default: the ``message_hash`` column.
     batch_size: the most rows one batch writes; 1 writes each message alone. Default 500.
-    batch_delay: seconds a batch may wait for more rows after its first arrives (never longer);
-        0 (default) writes at once whenever a connection is free.
+    batch_delay: under load (a batch being written), seconds the next batch may wait for more
+        rows after its first arrives, never longer; a message that finds no batch being written
+        is written at once. Default 0.01; 0 writes whenever a connection is free.
     pool_size: connections to the database, so batches in flight at once. Default 2.
     connect_timeout: seconds to wait for a connection, at start and for each batch, before the
         batch fails. Default 5.
@@ -193,7 +194,7 @@ class Options(_Options):
     idempotent: _Boolean = False
     key: Annotated[tuple[str, ...] | None, PlainValidator(_key)] = None
     batch_size: _BatchSize = 500
-    batch_delay: _BatchDelay = 0.0
+    batch_delay: _BatchDelay = 0.01
     pool_size: Annotated[int, PlainValidator(_at_least_one)] = 2
     connect_timeout: Annotated[float, _seconds(zero=False)] = 5.0
     write_timeout: Annotated[float, _seconds(zero=False)] = 30.0

@@ -44,8 +44,10 @@ Options:
         digits and underscores, not starting with a digit or ``sqlite_``). An existing table is
         used as it is, but must have the columns above.
     batch_size: the most rows one transaction writes; 1 commits each message alone. Default 500.
-    batch_delay: seconds a batch may wait for more rows after its first arrives (never longer);
-        0 (default) writes at once whenever the previous transaction is done.
+    batch_delay: under load (a transaction being committed), seconds the next batch may wait
+        for more rows after its first arrives, never longer; a message that finds no
+        transaction under way is written at once. Default 0.01; 0 writes as soon as the
+        previous transaction is done.
 """
 
 from __future__ import annotations
@@ -105,7 +107,7 @@ class Options(_Options):
     path: _String
     table: Annotated[str, PlainValidator(_table)] = "messages"
     batch_size: _BatchSize = 500
-    batch_delay: _BatchDelay = 0.0
+    batch_delay: _BatchDelay = 0.01
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
