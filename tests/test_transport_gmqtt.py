@@ -295,6 +295,12 @@ async def test_acks_due_together_leave_in_one_write_before_the_disconnect(
             transport.ack(message)
     finally:
         await transport.disconnect()  # no turn of the loop since the last acks
+    # Until the broker has read the DISCONNECT, a new connection with the same client id would
+    # take the session over and drop the old one's unread bytes, acks included.
+    await wait_until(
+        lambda: f"Client {client_id} disconnected" in mosquitto.log_path.read_text(),
+        what="the broker to read the DISCONNECT",
+    )
     transport = persistent()
     try:
         info = await transport.connect()
