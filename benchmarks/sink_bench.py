@@ -6,7 +6,7 @@ one consumer. Each task calls again as soon as its call returns, so ``--callers`
 flight at any time. The same collector is timed twice over ``--messages`` rows: with
 ``batch_size: 1`` (a transaction per message) and with its default ``batch_size`` (group
 commit: the calls waiting while a transaction commits go together in the next one). Every call
-returns only once its row is committed, so a row counted is a row stored. Issue 11's target:
+returns only once its row is committed, so a row counted is a row stored. What it should show:
 group commit >= 10x one row per call. The ratio is against ``batch_size 1`` of the same sink,
 in the same run.
 
