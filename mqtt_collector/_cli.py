@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import signal
 import sys
@@ -197,6 +198,10 @@ async def _serve(daemon: Daemon) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, daemon.stop)
     loop.add_signal_handler(signal.SIGHUP, daemon.reload)  # re-read the config in place
+    # What start-up made (modules, the config, pydantic's validators: most of the heap) lives
+    # as long as the process: out of the collector's sight, a full collection takes a fraction
+    # of a millisecond instead of some 20 ms, a pause every message behind it would wait out.
+    gc.freeze()
     try:
         await daemon.run()
     finally:

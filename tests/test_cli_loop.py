@@ -1,13 +1,14 @@
-"""The CLI's event loop: uvloop when installed, unless ``MQTT_COLLECTOR_UVLOOP=0``."""
+"""The CLI's event loop: uvloop unless ``MQTT_COLLECTOR_UVLOOP=0``; start-up objects frozen."""
 
 from __future__ import annotations
 
+import gc
 import sys
 import types
 
 import pytest
 
-from mqtt_collector._cli import _loop_factory
+from mqtt_collector._cli import _loop_factory, _serve
 
 
 def _fake_uvloop() -> types.ModuleType:
@@ -37,3 +38,24 @@ def test_no_uvloop_installed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "uvloop", None)  # makes `import uvloop` raise ImportError
     monkeypatch.delenv("MQTT_COLLECTOR_UVLOOP", raising=False)
     assert _loop_factory() is None
+
+
+async def test_start_up_objects_are_frozen_before_the_daemon_runs() -> None:
+    """The CLI moves what start-up made out of the collector's sight before serving."""
+    seen: list[int] = []
+
+    class Daemon:
+        async def run(self) -> None:
+            seen.append(gc.get_freeze_count())
+
+        def stop(self) -> None: ...
+
+        def reload(self) -> None: ...
+
+    gc.unfreeze()
+    try:
+        await _serve(Daemon())  # type: ignore[arg-type]
+    finally:
+        gc.unfreeze()
+    assert seen
+    assert seen[0] > 0
