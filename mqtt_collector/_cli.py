@@ -123,13 +123,28 @@ def _route(config: Config, topic: str) -> int:
 
 
 def _run(config: Config) -> int:
+    # A SIGTERM or SIGINT before the event loop takes the signals over is kept, not fatal:
+    # the daemon then stops as soon as it runs, and exits 0 like any other stop.
+    early: list[int] = []
+    previous = {
+        signum: signal.signal(signum, lambda signum, _frame: early.append(signum))
+        for signum in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        return _run_daemon(config, early)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _run_daemon(config: Config, early: list[int]) -> int:
     configure_logging(level=config.logging.level, fmt=config.logging.format)
     log = structlog.get_logger("mqtt_collector.cli")
     for warning in (*config.warnings, *trust_warnings(config)):
         log.warning("config", warning=warning)
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(_serve(Daemon(config)))
+            runner.run(_serve(Daemon(config), early))
     except LifecycleError as exc:
         log.error("cannot start", error=str(exc))
         return EXIT_FATAL
@@ -193,11 +208,14 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop  # type: ignore[no-any-return,unused-ignore]
 
 
-async def _serve(daemon: Daemon) -> None:
+async def _serve(daemon: Daemon, early: Sequence[int] = ()) -> None:
+    """Run ``daemon`` with the signals handled; ``early``: stop signals that came before."""
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, daemon.stop)
     loop.add_signal_handler(signal.SIGHUP, daemon.reload)  # re-read the config in place
+    if early:
+        daemon.stop()
     # What start-up made (modules, the config, pydantic's validators: most of the heap) lives
     # as long as the process: out of the collector's sight, a full collection takes a fraction
     # of a millisecond instead of some 20 ms, a pause every message behind it would wait out.
