@@ -34,11 +34,22 @@ class CountingConnection(sqlite3.Connection):
     Rows are counted by ``total_changes`` since the previous commit or ``rollback()`` call.
     """
 
+    variable_limit: int | None = None  # set: SQLite's limit on parameters per statement
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """Open the connection, with no commit recorded."""
         super().__init__(*args, **kwargs)
         self.commits: list[int] = []
+        self.inserts: list[int] = []  # the rows each INSERT statement carried
         self._changes = 0
+        if self.variable_limit is not None:
+            self.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, self.variable_limit)
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        """Execute, recording how many rows an INSERT carries."""
+        if sql.startswith("INSERT"):
+            self.inserts.append(sql.count("(?"))
+        return super().execute(sql, parameters)
 
     def commit(self) -> None:
         """Commit, and record the rows changed since the previous commit."""
@@ -187,6 +198,26 @@ class TestGroupCommit:
         stored = _topics(path)
         ids = [result.value for result in results if isinstance(result, Ok)]
         assert [stored[row_id] for row_id in ids] == topics
+
+    async def test_sqlite_batch_goes_in_by_statements_of_many_rows(
+        self,
+        tmp_path: Path,
+        connections: list[CountingConnection],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """A batch takes as few INSERTs as the parameter limit allows, each id still its own."""
+        monkeypatch.setattr(CountingConnection, "variable_limit", 18)  # 3 rows of 6 each
+        path = tmp_path / "m.db"
+        ctx = _ctx(path)
+        topics = [f"s/{i}" for i in range(40)]
+        async with sqlite.open_database(ctx):
+            results = await _write(ctx, topics[:1]) + await _write(ctx, topics[1:])
+        stored = _topics(path)
+        ids = [result.value for result in results if isinstance(result, Ok)]
+        assert [stored[row_id] for row_id in ids] == topics
+        inserts = connections[0].inserts
+        assert max(inserts) == 3
+        assert sum(inserts) == 40
 
     async def test_sqlite_batch_size_1_commits_each_message_alone(
         self, tmp_path: Path, connections: list[CountingConnection]

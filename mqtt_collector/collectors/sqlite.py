@@ -30,12 +30,12 @@ messages arriving while a transaction commits go together in the next one. A bat
 (e.g. to 512) for batches of hundreds of rows. At exit the lifecycle writes what waits before it
 closes the database. SQLite calls run in one thread owned by the lifecycle, off the event loop,
 so the connection is only ever used from that thread and writes are serialised there. A batch
-goes in as one ``executemany`` when ``id`` is the table's rowid (``id INTEGER PRIMARY KEY``, as
-in the table the collector creates) and the table has no triggers: the rows then get the ids
-that follow one another, which the collector checks before it commits. Otherwise, or when a row
-is refused, each row goes in by its own ``INSERT ... RETURNING id``, which needs SQLite 3.35 or
-later (the one Python links to: ``python -c "import sqlite3; print(sqlite3.sqlite_version)"``);
-an older one is refused at start.
+goes in by multi-row ``INSERT`` statements when ``id`` is the table's rowid (``id INTEGER PRIMARY
+KEY``, as in the table the collector creates) and the table has no triggers: the rows then get
+the ids that follow one another, which the collector reads back and checks before it commits.
+Otherwise, or when a row is refused, each row goes in by its own ``INSERT ... RETURNING id``,
+which needs SQLite 3.35 or later (the one Python links to:
+``python -c "import sqlite3; print(sqlite3.sqlite_version)"``); an older one is refused at start.
 
 Options:
     path: the database file (required); its directory must exist, the file is created if it does
@@ -87,6 +87,8 @@ _SCHEMA = (
 )
 _RETURNING = (3, 35, 0)  # the first SQLite with INSERT ... RETURNING
 _Row = tuple[str, bytes, str | None, int, int, float]
+_FIELDS = 6  # the columns of a row the collector inserts
+_PLACEHOLDERS = "(" + ", ".join("?" * _FIELDS) + ")"
 _RowId = int | Error | None
 """What a row of a batch became: its id, the Error refusing it, or None if the table ignored it."""
 
@@ -117,8 +119,8 @@ class _Database:
     executor: ThreadPoolExecutor
     connection: sqlite3.Connection
     insert: str  # one row, RETURNING its id
-    insert_many: str | None  # the same without RETURNING, when ids can be told without it
-    count_ids: str  # how many of the table's rows have an id in a range
+    insert_many: str | None  # INSERT ... VALUES without the rows, when ids can be told apart
+    check_ids: str  # the rows with an id in a range, in id order, to check a batch's ids
 
     async def write_batch(self, rows: list[_Row]) -> list[_RowId]:
         """Insert ``rows`` in one transaction, in the database's thread; see ``insert_rows``."""
@@ -153,22 +155,35 @@ class _Database:
             raise
 
     def _insert_many(self, rows: list[_Row]) -> list[_RowId] | None:
-        """Insert ``rows`` with one executemany; their ids, or None if they cannot be told.
+        """Insert ``rows`` by multi-row INSERTs; their ids, or None if they cannot be told.
 
-        ``id`` is the rowid and no trigger writes the table, so a batch inserted in one
-        transaction gets the ids that follow the last one, unless a row was skipped (the
-        table's ``ON CONFLICT IGNORE``) or SQLite picked ids at random (past the largest
-        rowid): counted, not assumed. Leaves the transaction open, for commit or rollback.
+        One statement takes as many rows as SQLite's limit on parameters allows, so the
+        database's thread lets go of the GIL once per statement, not once per row (the event
+        loop's thread would have to give it back each time). ``id`` is the rowid and no
+        trigger writes the table, so the rows get the ids that follow the last one, in order:
+        read back and compared, not assumed (a row the table's ``ON CONFLICT IGNORE`` skipped,
+        or ids SQLite picked at random past the largest rowid, fail the check). Leaves the
+        transaction open, for commit or rollback.
         """
         connection = self.connection
         assert self.insert_many is not None
+        per_statement = max(
+            1,
+            min(len(rows), connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // _FIELDS),
+        )
         before = connection.total_changes
-        connection.executemany(self.insert_many, rows)
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start : start + per_statement]
+            values = ", ".join([_PLACEHOLDERS] * len(chunk))
+            connection.execute(
+                f"{self.insert_many} {values}", [value for row in chunk for value in row]
+            )
         if connection.total_changes - before != len(rows):
             return None
         last = connection.execute("SELECT last_insert_rowid()").fetchone()[0]
         first = last - len(rows) + 1
-        if connection.execute(self.count_ids, (first, last)).fetchone()[0] != len(rows):
+        stored = connection.execute(self.check_ids, (first, last)).fetchall()
+        if stored != [(row[0], row[1], row[5]) for row in rows]:
             return None
         return list(range(first, last + 1))
 
@@ -225,8 +240,8 @@ async def write(payload: Payload[Message], ctx: Context) -> Result:
 def _connect(path: str, table: str) -> tuple[sqlite3.Connection, list[str], bool]:
     """Open ``path``, create ``table`` if missing.
 
-    Returns the connection, the columns the table lacks, and whether a batch can go in by one
-    executemany (``id`` is the rowid and no trigger writes the table).
+    Returns the connection, the columns the table lacks, and whether a batch can go in by
+    multi-row INSERTs (``id`` is the rowid and no trigger writes the table).
     """
     connection = sqlite3.connect(path, timeout=5.0)
     try:
@@ -290,8 +305,11 @@ async def open_database(ctx: Context) -> AsyncIterator[None]:
                 executor=executor,
                 connection=connection,
                 insert=insert + " RETURNING id",
-                insert_many=insert if many else None,
-                count_ids=f'SELECT count(*) FROM "{table}" WHERE id BETWEEN ? AND ?',  # noqa: S608
+                insert_many=insert.partition(" VALUES ")[0] + " VALUES" if many else None,
+                check_ids=(
+                    f'SELECT topic, payload, received_at FROM "{table}"'  # noqa: S608
+                    " WHERE id BETWEEN ? AND ? ORDER BY id"
+                ),
             )
             async with GroupCommit(
                 database.write_batch, max_size=options.batch_size, max_delay=options.batch_delay
