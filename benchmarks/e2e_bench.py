@@ -241,9 +241,14 @@ def _postgres_missing() -> str | None:
     return None
 
 
+def _table_name(run_id: str) -> str:
+    """The PostgreSQL table of the postgres row's run ``run_id``."""
+    return "e2e_" + "".join(c if c.isalnum() else "_" for c in run_id)
+
+
 def _sink_options(sub: Subscriber, case: Case) -> dict[str, object]:
     """The built-in sink's options: a fresh SQLite file, or a fresh PostgreSQL table."""
-    table = "e2e_" + "".join(c if c.isalnum() else "_" for c in case.run_id)
+    table = _table_name(case.run_id)
     extra = SINK_OPTIONS.get(sub.sink, {})
     if sub.sink == "sqlite":
         return {"path": str(case.directory / f"{case.run_id}.db"), "table": "readings", **extra}
@@ -259,7 +264,7 @@ def _drop_postgres_tables(directory: Path) -> None:
 
     with psycopg.connect(POSTGRES_DSN, autocommit=True) as connection:
         for config in directory.glob("*.yaml"):
-            table = "e2e_" + "".join(c if c.isalnum() else "_" for c in config.stem)
+            table = _table_name(config.stem)
             connection.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
 
 

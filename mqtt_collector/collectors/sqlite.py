@@ -298,14 +298,13 @@ async def open_database(ctx: Context) -> AsyncIterator[None]:
                 )
             # Options checked `table` is a plain identifier, so formatting it in is safe.
             insert = (
-                f'INSERT INTO "{table}" (topic, payload, data, qos, retain, received_at)'  # noqa: S608
-                " VALUES (?, ?, ?, ?, ?, ?)"
+                f'INSERT INTO "{table}" (topic, payload, data, qos, retain, received_at) VALUES'
             )
             database = _Database(
                 executor=executor,
                 connection=connection,
-                insert=insert + " RETURNING id",
-                insert_many=insert.partition(" VALUES ")[0] + " VALUES" if many else None,
+                insert=f"{insert} {_PLACEHOLDERS} RETURNING id",
+                insert_many=insert if many else None,
                 check_ids=(
                     f'SELECT topic, payload, received_at FROM "{table}"'  # noqa: S608
                     " WHERE id BETWEEN ? AND ? ORDER BY id"
